@@ -1,0 +1,25 @@
+# hspreid: person re-identification guided by human semantic parsing, as a Snakemake DAG.
+#
+#   snakemake --cores 8 results/synth_mars/baseline/metrics.json
+#
+# data/<dataset> --extract_frames--> results/<dataset>/frames.zarr + index.parquet
+#   --train--> results/<dataset>/<method>/model.pt --extract_features--> features.zarr
+#   --rank--> metrics.json
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/eval.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        "results/synth_mars/baseline/metrics.json",

@@ -1,0 +1,138 @@
+"""The one training engine every method uses: identity-balanced batches, Adam with warm-up and
+step decay, AMP on CUDA, a checkpoint every epoch and resumption of an interrupted run."""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from hspreid.data.sampling import IdentityBatchSampler
+from hspreid.io import atomic_file
+from hspreid.losses import Criterion
+
+log = logging.getLogger("hspreid.train")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings (the ``train`` block of a method config)."""
+
+    epochs: int = 120
+    lr: float = 3.5e-4
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 10
+    warmup_factor: float = 0.01
+    milestones: list[int] = field(default_factory=lambda: [40, 70])
+    gamma: float = 0.1
+    num_ids: int = 16          # P
+    num_instances: int = 4     # K
+    num_frames: int = 4        # T (video); 1 for images
+    num_workers: int = 2
+    amp: bool = True           # only on CUDA
+    log_every: int = 20
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def lr_factor(epoch: int, cfg: TrainConfig) -> float:
+    """Linear warm-up from ``warmup_factor`` then step decay by ``gamma`` at each milestone."""
+    decay = cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
+    if epoch < cfg.warmup_epochs:
+        alpha = epoch / cfg.warmup_epochs
+        return decay * (cfg.warmup_factor * (1 - alpha) + alpha)
+    return decay
+
+
+def _collate(items: list[dict]) -> dict:
+    return {"frames": torch.stack([it["frames"] for it in items]),
+            "label": torch.tensor([it["label"] for it in items], dtype=torch.long),
+            "camid": torch.tensor([it["camid"] for it in items], dtype=torch.long)}
+
+
+def train(model: nn.Module, dataset: Any, criterion: Criterion, cfg: TrainConfig, *, device: torch.device,
+          seed: int, checkpoint: Path, resume_key: str = "") -> list[dict]:
+    """Train ``model`` on ``dataset`` (a :class:`hspreid.data.datasets.TrainClips`-like dataset).
+
+    ``checkpoint`` is rewritten atomically after every epoch; if it exists when training starts,
+    training resumes after its last finished epoch, provided it was written for the same
+    ``resume_key`` (a hash of the configuration). Returns the per-epoch history.
+    """
+    sampler = IdentityBatchSampler(dataset.labels, cfg.num_ids, cfg.num_instances, seed=seed)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers, collate_fn=_collate,
+                        persistent_workers=cfg.num_workers > 0, pin_memory=device.type == "cuda")
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    history: list[dict] = []
+    start = 0
+    state = torch.load(checkpoint, map_location=device, weights_only=False) if checkpoint.is_file() else None
+    if state is not None and state.get("resume_key") != resume_key:
+        log.warning("ignoring %s: written for another configuration", checkpoint)
+        state = None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        history, start = state["history"], state["epoch"] + 1
+        torch.set_rng_state(state["torch_rng"])
+        log.info("resuming from %s after epoch %d", checkpoint, start)
+    for epoch in range(start, cfg.epochs):
+        t0 = time.monotonic()
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr * lr_factor(epoch, cfg)
+        sampler.set_epoch(epoch)
+        model.train()
+        sums: dict[str, float] = {}
+        n = 0
+        for it, batch in enumerate(loader):
+            frames = batch["frames"].to(device, non_blocking=True)
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with torch.autocast(device.type, enabled=use_amp):
+                out = model(frames)
+            loss, parts = criterion(out, batch)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            n += 1
+            parts["loss"] = float(loss.detach())
+            parts["acc"] = float((out["logits"]["global"].argmax(1) == batch["label"]).float().mean())
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + v
+            if cfg.log_every and (it + 1) % cfg.log_every == 0:
+                log.info("epoch %d it %d/%d loss %.4f", epoch + 1, it + 1, len(sampler), parts["loss"])
+        record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.monotonic() - t0, 2),
+                  **{k: round(v / max(n, 1), 5) for k, v in sums.items()}}
+        history.append(record)
+        log.info("epoch %d/%d %s", epoch + 1, cfg.epochs,
+                 " ".join(f"{k}={v}" for k, v in record.items() if k != "epoch"))
+        with atomic_file(checkpoint) as tmp:
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scaler": scaler.state_dict(), "history": history, "epoch": epoch,
+                        "torch_rng": torch.get_rng_state(), "resume_key": resume_key}, tmp)
+    return history

@@ -1,0 +1,148 @@
+"""The one feature extractor: every test tracklet (or image) -> the model's embeddings.
+
+Aggregation modes (recorded in ``features.zarr`` attrs):
+
+* ``all`` (default): all frames in consecutive clips of ``clip_len`` (the last may be shorter),
+  each clip embedded by the model, clip embeddings averaged (the AP3D/TCLNet test protocol);
+* ``evenly``: ``evenly_frames`` frames spread over the tracklet, one clip (torchreid's test mode).
+"""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from hspreid.data.frames import FrameStore
+from hspreid.data.index import tracklet_table
+from hspreid.data.sampling import consecutive_clips, evenly_spaced_clip
+from hspreid.errors import UserError
+from hspreid.io import Progress
+
+log = logging.getLogger("hspreid.features")
+
+AGGREGATIONS = ("all", "evenly")
+
+
+class _TrackletFrames(Dataset):
+    """Item i -> (i, list of clips [L,3,H,W] uint8) for the i-th test tracklet."""
+
+    def __init__(self, frames_path: Path, tracks: pd.DataFrame, mode: str, clip_len: int, evenly_frames: int):
+        self.frames_path, self.tracks = frames_path, tracks
+        self.mode, self.clip_len, self.evenly_frames = mode, clip_len, evenly_frames
+        self._store: FrameStore | None = None
+
+    def __len__(self) -> int:
+        return len(self.tracks)
+
+    def __getitem__(self, i: int) -> tuple[int, list[torch.Tensor]]:
+        if self._store is None:
+            self._store = FrameStore(self.frames_path)
+        start, length = int(self.tracks["start"].iat[i]), int(self.tracks["length"].iat[i])
+        if self.mode == "all":
+            frames = torch.from_numpy(self._store.read(np.arange(start, start + length))).permute(0, 3, 1, 2)
+            return i, [frames[c] for c in consecutive_clips(length, self.clip_len)]
+        rows = start + evenly_spaced_clip(length, self.evenly_frames)
+        return i, [torch.from_numpy(self._store.read(rows)).permute(0, 3, 1, 2)]
+
+
+def _clip_batches(loader: DataLoader, frames_per_batch: int) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """Regroup clips of equal length into batches of about ``frames_per_batch`` frames."""
+    pending: dict[int, list[tuple[int, torch.Tensor]]] = defaultdict(list)
+    for i, clips in loader:
+        for clip in clips:
+            bucket = pending[len(clip)]
+            bucket.append((i, clip))
+            if len(bucket) * len(clip) >= frames_per_batch:
+                yield np.array([j for j, _ in bucket]), torch.stack([c for _, c in bucket])
+                bucket.clear()
+    for length, bucket in pending.items():
+        if bucket:
+            yield np.array([j for j, _ in bucket]), torch.stack([c for _, c in bucket])
+
+
+@torch.no_grad()
+def extract_features(model: nn.Module, frames_path: str | Path, index: pd.DataFrame, *, device: torch.device,
+                     mode: str = "all", clip_len: int = 32, evenly_frames: int = 15,
+                     frames_per_batch: int = 256, num_workers: int = 2) -> dict[str, np.ndarray]:
+    """Embeddings of every test tracklet, averaged over its clips, plus its labels.
+
+    Returns arrays: one per embedding the model outputs (``global``, later ``parts`` ...), and
+    ``pid, camid, query, gallery, tracklet, num_frames``.
+    """
+    if mode not in AGGREGATIONS:
+        raise UserError(f"features.mode: expected one of {AGGREGATIONS}, got {mode!r}")
+    tracks = tracklet_table(index)
+    tracks = tracks[tracks["subset"] == "test"].reset_index()
+    if tracks.empty:
+        raise UserError("the data set has no test tracklets to extract features from")
+    dataset = _TrackletFrames(Path(frames_path), tracks, mode, clip_len, evenly_frames)
+    loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, shuffle=False)
+    model.eval().to(device)
+    sums: dict[str, torch.Tensor] = {}
+    counts = torch.zeros(len(tracks), dtype=torch.float64)
+    progress = Progress(len(tracks), "tracklets embedded")
+    done = 0
+    for owners, clips in _clip_batches(loader, frames_per_batch):
+        out = model(clips.to(device, non_blocking=True))["embedding"]
+        own = torch.from_numpy(owners)
+        for name, value in out.items():
+            value = value.float().cpu().double()
+            if name not in sums:
+                sums[name] = torch.zeros((len(tracks), *value.shape[1:]), dtype=torch.float64)
+            sums[name].index_add_(0, own, value)
+        counts.index_add_(0, own, torch.ones(len(owners), dtype=torch.float64))
+        finished = int((counts > 0).sum())
+        progress.update(finished - done)
+        done = finished
+    feats = {name: (s / counts.view(-1, *[1] * (s.dim() - 1))).float().numpy() for name, s in sums.items()}
+    feats.update({"pid": tracks["pid"].to_numpy(np.int64), "camid": tracks["camid"].to_numpy(np.int64),
+                  "query": tracks["query"].to_numpy(bool), "gallery": tracks["gallery"].to_numpy(bool),
+                  "tracklet": tracks["tracklet"].to_numpy(np.int64),
+                  "num_frames": tracks["length"].to_numpy(np.int64)})
+    return feats
+
+
+LABEL_KEYS = ("pid", "camid", "query", "gallery", "tracklet", "num_frames")
+
+
+def write_features(out: str | Path, feats: dict[str, np.ndarray], *, dtype: str = "float32", attrs: dict) -> None:
+    """Write ``features.zarr`` atomically: embeddings (float32 or float16) and label arrays, with attrs."""
+    import zarr
+
+    from hspreid.io import atomic_dir
+
+    if dtype not in ("float32", "float16"):
+        raise UserError(f"features.dtype: expected float32 or float16, got {dtype!r}")
+    with atomic_dir(Path(out)) as tmp:
+        group = zarr.open_group(str(tmp), mode="w")
+        embeddings = []
+        for name, value in feats.items():
+            if name not in LABEL_KEYS and value.dtype.kind == "f":
+                value = value.astype(dtype)
+                embeddings.append(name)
+            rows = max(1, (4 << 20) // max(value[:1].nbytes, 1))
+            group.create_array(name, data=value, chunks=(min(rows, len(value)),) + value.shape[1:])
+        group.attrs.update({**attrs, "embeddings": embeddings, "count": int(len(feats["pid"]))})
+
+
+def read_features(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
+    """All arrays of ``features.zarr`` (embeddings as float32) and its attrs."""
+    import zarr
+
+    path = Path(path)
+    if not (path / "zarr.json").is_file():
+        raise UserError(f"{path}: not a feature store (run the extract_features stage first)")
+    group = zarr.open_group(str(path), mode="r")
+    attrs = dict(group.attrs)
+    feats = {}
+    for name in list(attrs["embeddings"]) + list(LABEL_KEYS):
+        value = group[name][...]
+        feats[name] = value.astype(np.float32) if name in attrs["embeddings"] else value
+    return feats, attrs

@@ -1,0 +1,72 @@
+"""Losses and the criterion that sums the terms a method's config names.
+
+A loss term is ``{"weight": w, "on": [head names], ...options}``; the model's outputs carry
+``features[head]`` (for metric losses) and ``logits[head]`` (for identity losses).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from hspreid.errors import UserError
+
+
+def identity_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.1) -> torch.Tensor:
+    """Cross-entropy with label smoothing (Szegedy et al., 2016), as in BoT / ISP eq. 7."""
+    return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+
+
+def batch_hard_triplet(features: torch.Tensor, labels: torch.Tensor, margin: float = 0.3) -> torch.Tensor:
+    """Batch-hard triplet loss (Hermans et al., 2017) on Euclidean distances.
+
+    For each anchor: hardest positive (farthest same label) and hardest negative (closest other
+    label); loss = mean(relu(d_ap - d_an + margin)). Anchors without a positive or a negative
+    are left out.
+    """
+    x = features.float()
+    dist = torch.cdist(x, x).clamp_min(1e-12)
+    same = labels[:, None] == labels[None, :]
+    eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    pos_mask, neg_mask = same & ~eye, ~same
+    valid = pos_mask.any(1) & neg_mask.any(1)
+    if not valid.any():
+        return x.sum() * 0.0
+    d_ap = torch.where(pos_mask, dist, torch.full_like(dist, -1.0)).amax(1)
+    d_an = torch.where(neg_mask, dist, torch.full_like(dist, float("inf"))).amin(1)
+    return F.relu(d_ap - d_an + margin)[valid].mean()
+
+
+def _id_term(out: dict, batch: dict, heads: list[str], label_smoothing: float = 0.1) -> torch.Tensor:
+    return sum(identity_loss(out["logits"][h], batch["label"], label_smoothing) for h in heads) / len(heads)
+
+
+def _triplet_term(out: dict, batch: dict, heads: list[str], margin: float = 0.3) -> torch.Tensor:
+    return sum(batch_hard_triplet(out["features"][h], batch["label"], margin) for h in heads) / len(heads)
+
+
+LOSS_TERMS: dict[str, Callable[..., torch.Tensor]] = {"id": _id_term, "triplet": _triplet_term}
+
+
+class Criterion:
+    """Weighted sum of the loss terms in a method's ``losses`` config."""
+
+    def __init__(self, cfg: dict[str, dict[str, Any]]):
+        self.terms = []
+        for name, term in cfg.items():
+            if name not in LOSS_TERMS:
+                raise UserError(f"losses: unknown loss {name!r}; expected one of {sorted(LOSS_TERMS)}")
+            term = dict(term)
+            weight = float(term.pop("weight", 1.0))
+            heads = list(term.pop("on", ["global"]))
+            if weight:
+                self.terms.append((name, weight, heads, term))
+
+    def __call__(self, outputs: dict, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        total, parts = 0.0, {}
+        for name, weight, heads, opts in self.terms:
+            value = LOSS_TERMS[name](outputs, batch, heads, **opts)
+            total = total + weight * value
+            parts[name] = float(value.detach())
+        return total, parts

@@ -1,0 +1,75 @@
+"""What every CLI stage shares: the argument parser skeleton, parameter loading and a run wrapper.
+
+A stage module in ``stages/`` exposes ``main(argv=None) -> int``; it builds its parser with
+:func:`stage_parser`, and wraps its body in :func:`run_stage` so that an expected error (bad input,
+a config typo) ends in one clear log line and exit status 1 instead of a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from hspreid.errors import UserError
+from hspreid.io import setup_logging
+
+log = logging.getLogger("hspreid")
+
+
+def stage_parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--params", default="{}",
+                   help="the stage's parameters as a JSON object (Snakemake passes the rule's params)")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--log-file", default=None, help="also append log lines to this file")
+    return p
+
+
+def parse_params(text: str) -> dict[str, Any]:
+    """Parse ``--params``: a JSON object, or ``@path`` to a JSON file."""
+    if text.startswith("@"):
+        text = Path(text[1:]).read_text()
+    try:
+        params = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"--params is not valid JSON: {e}") from None
+    if not isinstance(params, dict):
+        raise UserError("--params must be a JSON object")
+    return params
+
+
+def check_keys(params: dict[str, Any], allowed: set[str] | dict[str, Any], where: str) -> None:
+    """Reject unknown keys (a config typo) with a message naming the key and the allowed ones."""
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise UserError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(allowed)}")
+
+
+def typed_config(cls: type, values: dict[str, Any], where: str) -> Any:
+    """Build dataclass ``cls`` from a config block, naming any unknown key."""
+    import dataclasses
+
+    check_keys(values, {f.name for f in dataclasses.fields(cls)}, where)
+    return cls(**values)
+
+
+def run_stage(name: str, args: argparse.Namespace, body: Callable[[], dict | None]) -> int:
+    """Set up logging, run ``body`` and turn user errors into one line and exit status 1."""
+    setup_logging(args.log_file)
+    import torch  # noqa: PLC0415  (heavy; only here to log its version)
+
+    log.info("stage %s starting (python %s, torch %s, seed %s)", name, platform.python_version(),
+             torch.__version__, getattr(args, "seed", None))
+    t0 = time.monotonic()
+    try:
+        body()
+    except (UserError, FileNotFoundError) as e:
+        log.error("%s failed: %s", name, e)
+        return 1
+    log.info("stage %s done in %.1f s", name, time.monotonic() - t0)
+    return 0

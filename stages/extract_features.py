@@ -1,0 +1,52 @@
+"""Stage extract_features: embed every test tracklet (or image) with a trained model into features.zarr.
+
+    python -m stages.extract_features --model results/mars/baseline/model.pt \
+        --frames results/mars/frames.zarr --index results/mars/index.parquet \
+        --output results/mars/baseline/features.zarr --params '{"mode": "all", "clip_len": 32}'
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from hspreid.engine.trainer import pick_device, seed_everything
+from hspreid.features import extract_features, write_features
+from hspreid.models import load_model
+from hspreid.stage import check_keys, parse_params, run_stage, stage_parser
+
+DEFAULTS = {"mode": "all", "clip_len": 32, "evenly_frames": 15, "frames_per_batch": 256, "num_workers": 1,
+            "dtype": "float32"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = stage_parser(__doc__)
+    p.add_argument("--model", required=True, type=Path, help="model.pt from the train stage")
+    p.add_argument("--frames", required=True, type=Path, help="frames.zarr")
+    p.add_argument("--index", required=True, type=Path, help="index.parquet")
+    p.add_argument("--output", required=True, type=Path, help="features.zarr to write")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    args = p.parse_args(argv)
+
+    def body() -> None:
+        t0 = time.monotonic()
+        params = {**DEFAULTS, **parse_params(args.params)}
+        check_keys(params, DEFAULTS, "features")
+        seed_everything(args.seed)
+        model, ckpt = load_model(args.model)
+        feats = extract_features(model, args.frames, pd.read_parquet(args.index), device=pick_device(args.device),
+                                 mode=params["mode"], clip_len=params["clip_len"],
+                                 evenly_frames=params["evenly_frames"], frames_per_batch=params["frames_per_batch"],
+                                 num_workers=params["num_workers"])
+        seconds = {**ckpt.get("stage_seconds", {}), "extract_features": round(time.monotonic() - t0, 2)}
+        write_features(args.output, feats, dtype=params["dtype"],
+                       attrs={"aggregation": {k: params[k] for k in ("mode", "clip_len", "evenly_frames")},
+                              "model_config_hash": ckpt.get("config_hash"), "stage_seconds": seconds})
+
+    return run_stage("extract_features", args, body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Stage extract_frames: read a data set in its native layout into frames.zarr + index.parquet.
+
+    python -m stages.extract_frames --kind mars --root data/MARS \
+        --frames results/mars/frames.zarr --index results/mars/index.parquet \
+        --params '{"height": 256, "width": 128}'
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from hspreid.data.frames import write_frame_store
+from hspreid.data.loading import attach_ground_truth
+from hspreid.data.readers import READERS, read_dataset
+from hspreid.io import atomic_file, log
+from hspreid.stage import check_keys, parse_params, run_stage, stage_parser
+
+DEFAULTS = {"height": 256, "width": 128, "chunk_frames": 8, "compressor": "none", "on_error": "raise",
+            "reader": {}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = stage_parser(__doc__)
+    p.add_argument("--kind", required=True, choices=sorted(READERS), help="native layout of the data set")
+    p.add_argument("--root", required=True, type=Path, help="data-set root (native layout)")
+    p.add_argument("--frames", required=True, type=Path, help="output frame store (.zarr)")
+    p.add_argument("--index", required=True, type=Path, help="output frame index (.parquet)")
+    args = p.parse_args(argv)
+
+    def body() -> None:
+        params = parse_params(args.params)
+        check_keys(params, DEFAULTS, "frames")
+        params = {**DEFAULTS, **params}
+        index = read_dataset(args.kind, args.root, **params["reader"])
+        index = attach_ground_truth(index, args.root)
+        log.info("%s: %d frames in %d tracklets (dropped: %s)", args.root, len(index),
+                 index["tracklet"].nunique(), index.attrs.get("dropped", {}))
+        index, summary = write_frame_store(
+            index, args.root, args.frames, height=params["height"], width=params["width"],
+            chunk_frames=params["chunk_frames"], compressor=params["compressor"], on_error=params["on_error"],
+            attrs={"kind": args.kind, "root": str(args.root), "dropped": index.attrs.get("dropped", {})})
+        index.attrs = {}
+        with atomic_file(args.index) as tmp:
+            index.to_parquet(tmp, index=False)
+        log.info("frames: %s", summary)
+
+    return run_stage("extract_frames", args, body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

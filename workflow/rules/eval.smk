@@ -1,0 +1,45 @@
+# Evaluation: feature extraction for every test tracklet, then ranking and metrics.
+
+
+rule extract_features:
+    input:
+        model="results/{dataset}/{method}/model.pt",
+        frames="results/{dataset}/frames.zarr",
+        index="results/{dataset}/index.parquet",
+    output:
+        features=directory("results/{dataset}/{method}/features.zarr"),
+    params:
+        cfg=features_params,
+        seed=config["seed"],
+        device=config["device"],
+    log:
+        "results/{dataset}/{method}/logs/extract_features.log",
+    threads: 8
+    resources:
+        gpu=1,
+        mem_mb=8000,
+    conda:
+        "../../envs/hspreid.yaml"
+    shell:
+        "python -m stages.extract_features --model {input.model} --frames {input.frames} --index {input.index}"
+        " --output {output.features} --params {params.cfg:q} --seed {params.seed} --device {params.device}"
+        " --log-file {log}"
+
+
+rule rank:
+    input:
+        features="results/{dataset}/{method}/features.zarr",
+    output:
+        metrics="results/{dataset}/{method}/metrics.json",
+    params:
+        cfg=rank_params,
+    log:
+        "results/{dataset}/{method}/logs/rank.log",
+    threads: 2
+    resources:
+        mem_mb=4000,
+    conda:
+        "../../envs/hspreid.yaml"
+    shell:
+        "python -m stages.rank --features {input.features} --output {output.metrics} --params {params.cfg:q}"
+        " --log-file {log}"

@@ -1,0 +1,26 @@
+# Training: one engine for every method; the method's model, losses and settings come from its config.
+
+
+rule train:
+    input:
+        frames=train_frames,
+        index=train_index,
+    output:
+        model="results/{dataset}/{method}/model.pt",
+    params:
+        cfg=train_params,
+        seed=config["seed"],
+        device=config["device"],
+        checkpoint=checkpoint_path,
+    log:
+        "results/{dataset}/{method}/logs/train.log",
+    threads: 8
+    resources:
+        gpu=1,
+        mem_mb=8000,
+    conda:
+        "../../envs/hspreid.yaml"
+    shell:
+        "python -m stages.train --frames {input.frames} --index {input.index} --output {output.model}"
+        " --checkpoint {params.checkpoint} --params {params.cfg:q} --seed {params.seed}"
+        " --device {params.device} --log-file {log}"
