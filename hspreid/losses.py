@@ -1,6 +1,6 @@
 """Losses and the criterion that sums the terms a method's config names.
 
-A loss term is ``{"weight": w, "on": [head names], ...options}``; the model's outputs carry
+A loss term is ``{"weight": w, "heads": [head names], ...options}``; the model's outputs carry
 ``features[head]`` (for metric losses) and ``logits[head]`` (for identity losses).
 """
 from __future__ import annotations
@@ -59,7 +59,7 @@ class Criterion:
                 raise UserError(f"losses: unknown loss {name!r}; expected one of {sorted(LOSS_TERMS)}")
             term = dict(term)
             weight = float(term.pop("weight", 1.0))
-            heads = list(term.pop("on", ["global"]))
+            heads = list(term.pop("heads", ["global"]))
             if weight:
                 self.terms.append((name, weight, heads, term))
 

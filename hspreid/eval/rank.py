@@ -114,18 +114,25 @@ def _match_codes(qp: torch.Tensor, gp: torch.Tensor, qc: torch.Tensor, gc: torch
     return same_pid.to(torch.int8) + junk.to(torch.int8)
 
 
-def _score_block(dist: torch.Tensor, qp: torch.Tensor, gp: torch.Tensor, qc: torch.Tensor,
-                 gc: torch.Tensor, ap: str) -> QueryScores:
-    """Score a [b, G] distance block; the shared core of evaluate_rank and evaluate_features."""
-    b = dist.shape[0]
+def _hit_ranks(dist: torch.Tensor, qp: torch.Tensor, gp: torch.Tensor, qc: torch.Tensor,
+               gc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stable-sort each row, drop junk, and locate the true matches: returns (rows, rank, n_pos)
+    with one entry of ``rows``/``rank`` (1-based rank among kept items, float64) per hit, in
+    row-major rank order, and the hit count per row."""
     order = torch.sort(dist, dim=1, stable=True).indices
     codes = torch.gather(_match_codes(qp, gp, qc, gc), 1, order)
     hit = codes == _POSITIVE
     junk_before = torch.cumsum(codes == _JUNK, dim=1, dtype=torch.int32)
-
-    n_pos = hit.sum(dim=1)
     rows, cols = hit.nonzero(as_tuple=True)  # row-major: hits of a row are in rank order
-    rank = (cols + 1 - junk_before[rows, cols]).to(torch.float64)  # 1-based among kept items
+    rank = (cols + 1 - junk_before[rows, cols]).to(torch.float64)
+    return rows, rank, hit.sum(dim=1)
+
+
+def _score_block(dist: torch.Tensor, qp: torch.Tensor, gp: torch.Tensor, qc: torch.Tensor,
+                 gc: torch.Tensor, ap: str) -> QueryScores:
+    """Score a [b, G] distance block; the shared core of evaluate_rank and evaluate_features."""
+    b = dist.shape[0]
+    rows, rank, n_pos = _hit_ranks(dist, qp, gp, qc, gc)
     first_idx = torch.cumsum(n_pos, 0) - n_pos  # index of each row's first hit in `rows`
     k = (torch.arange(rows.numel(), device=dist.device) - first_idx[rows] + 1).to(torch.float64)
 
@@ -151,6 +158,8 @@ def _score_blocks(blocks: Iterator[tuple[slice, torch.Tensor]], labels: _Labels,
         _score_block(dist, labels.q_pids[s], labels.g_pids, labels.q_camids[s], labels.g_camids, ap)
         for s, dist in blocks
     ]
+    if not parts:  # no queries at all
+        return QueryScores(np.zeros(0, bool), np.zeros(0), np.zeros(0, np.int64), np.zeros(0))
     return QueryScores(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("valid", "ap", "first_rank", "inp")))
 
 
@@ -186,6 +195,8 @@ def evaluate_rank(
     blocks of ``block`` queries. Raises ValueError if no query is valid.
     """
     _check_options(max_rank, ap, block)
+    if not isinstance(distmat, torch.Tensor):
+        distmat = np.asarray(distmat)
     if distmat.ndim != 2:
         raise ValueError(f"distmat must be 2-D, got shape {tuple(distmat.shape)}")
     num_q, num_g = distmat.shape

@@ -233,6 +233,8 @@ def test_all_invalid_raises():
         _one_query([0.1, 0.2], [1, 2], [0, 1])
     with pytest.raises(ValueError):
         evaluate_rank(np.zeros((2, 3)), [5, 6], [1, 2, 3], [0, 0], [1, 1, 1])
+    with pytest.raises(ValueError, match="no valid query"):  # no queries at all
+        evaluate_rank(np.zeros((0, 3)), [], [1, 2, 3], [], [1, 1, 1])
 
 
 def test_bad_arguments():

@@ -1,0 +1,235 @@
+"""Reading what the index points at: frame images (image files or crops of videos) and ground truth.
+
+:func:`iter_frame_images` decodes every row of an index in order. :func:`attach_ground_truth` adds the
+ground-truth part masks a data set may ship under ``ground_truth/masks/``; :func:`load_keypoints` reads
+``ground_truth/keypoints.csv``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from hspreid.errors import UserError
+
+log = logging.getLogger("hspreid.data")
+
+ON_ERROR = ("raise", "skip")
+BOX_COLUMNS = ("video_frame", "box_x", "box_y", "box_w", "box_h")
+MASK_DIR = "ground_truth/masks"
+KEYPOINTS_FILE = "ground_truth/keypoints.csv"
+
+
+@dataclass
+class _Unreadable:
+    """A row that could not be decoded, with the one-line reason."""
+    message: str
+
+
+# --------------------------------------------------------------------------- frame images
+
+def iter_frame_images(root: Path, index: pd.DataFrame, on_error: str = "raise",
+                      counter: dict | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(row position in index, BGR uint8 image)`` for every row, in index order.
+
+    Image rows are read with ``cv2.imread``. Rows with box columns (videos + MOT boxes) are crops of their
+    video, decoded sequentially once per subset (train rows, then test rows: the index lists each subset's
+    tracklets by camera and start frame, so crops decoded ahead of their turn, which wait in memory, are only
+    those of tracklets overlapping in time).
+    An unreadable row raises a :class:`UserError` naming the file (``on_error="raise"``) or is logged, counted in
+    ``counter["skipped"]`` and not yielded (``on_error="skip"``; the caller drops the row).
+    """
+    if on_error not in ON_ERROR:
+        raise UserError(f"on_error={on_error!r} is not one of 'raise' and 'skip'")
+    root = Path(root)
+    counter = {} if counter is None else counter
+    counter.setdefault("skipped", 0)
+    paths = index["path"].to_numpy()
+    decoder_of_row, decoders = _video_decoders(root, index)
+    warned: set[str] = set()
+    for pos in range(len(index)):
+        d = decoder_of_row[pos]
+        image = decoders[d].take(pos) if d >= 0 else _read_image(root, paths[pos])
+        if not isinstance(image, _Unreadable):
+            yield pos, image
+        elif on_error == "raise":
+            raise UserError(image.message)
+        else:
+            counter["skipped"] += 1
+            if image.message not in warned:   # a missing video is one warning, not one per frame
+                warned.add(image.message)
+                log.warning("skipped: %s", image.message)
+
+
+def _video_rows(index: pd.DataFrame) -> np.ndarray:
+    """Boolean mask of the rows that are crops of a video."""
+    if not all(c in index.columns for c in BOX_COLUMNS):
+        return np.zeros(len(index), dtype=bool)
+    return index["video_frame"].notna().to_numpy()
+
+
+def _video_decoders(root: Path, index: pd.DataFrame) -> tuple[np.ndarray, list[_VideoCrops]]:
+    """One sequential decoder per (video, subset) and, per row, the number of its decoder (-1: image file)."""
+    pos = np.flatnonzero(_video_rows(index))
+    keys = index.iloc[pos][["path"] + (["subset"] if "subset" in index.columns else [])]
+    codes = keys.groupby(list(keys.columns), sort=False).ngroup().to_numpy()
+    decoder_of_row = np.full(len(index), -1, dtype=np.int64)
+    decoder_of_row[pos] = codes
+    decoders = [_VideoCrops(root, index["path"].iat[pos[codes == c][0]], index, pos[codes == c])
+                for c in range(codes.max() + 1 if len(codes) else 0)]
+    return decoder_of_row, decoders
+
+
+def _read_image(root: Path, rel: str) -> np.ndarray | _Unreadable:
+    """The BGR uint8 image at ``root/rel`` (any depth or channel count is converted), or why it is unreadable."""
+    path = root / rel
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        why = "missing" if not path.exists() else "unreadable or corrupt"
+        return _Unreadable(f"{path}: {why}; expected an image file OpenCV can read")
+    return image
+
+
+class _VideoCrops:
+    """The crops of one video, decoded sequentially once; crops needed later are kept until taken."""
+
+    def __init__(self, root: Path, rel: str, index: pd.DataFrame, rows: np.ndarray) -> None:
+        self.path = root / rel
+        boxes = index.iloc[rows][list(BOX_COLUMNS)].to_numpy(dtype=np.int64)
+        by_frame = np.argsort(boxes[:, 0], kind="stable")
+        self.rows, self.boxes = rows[by_frame], boxes[by_frame]
+        self.next = 0                  # next entry of self.rows to decode
+        self.frame_no = 0              # frame number the capture reads next
+        self.cap: cv2.VideoCapture | None = None
+        self.ready: dict[int, np.ndarray | _Unreadable] = {}
+
+    def take(self, pos: int) -> np.ndarray | _Unreadable:
+        """The crop of index row ``pos``, decoding forward as far as needed."""
+        while pos not in self.ready:
+            if self.next == len(self.rows):
+                raise KeyError(f"row {pos} is not a crop of {self.path}")
+            self._decode_next_frame()
+        return self.ready.pop(pos)
+
+    def _decode_next_frame(self) -> None:
+        """Decode up to the frame of the next pending row and crop every row of that frame."""
+        if self.cap is None:
+            self.cap = cv2.VideoCapture(str(self.path))
+            if not self.cap.isOpened():
+                self._fail_rest(f"{self.path}: missing or unreadable video; expected a video file OpenCV can decode")
+                return
+        target = int(self.boxes[self.next, 0])
+        while self.frame_no < target and self.cap.grab():
+            self.frame_no += 1
+        ok, frame = self.cap.read() if self.frame_no == target else (False, None)
+        if not ok:
+            self._fail_rest(f"{self.path}: frame {target} (0-based) cannot be decoded; the video has "
+                            f"{self.frame_no} readable frames but the boxes need frame {target}")
+            return
+        self.frame_no += 1
+        while self.next < len(self.rows) and self.boxes[self.next, 0] == target:
+            self.ready[int(self.rows[self.next])] = _crop(frame, self.boxes[self.next], self.path)
+            self.next += 1
+        if self.next == len(self.rows):
+            self.cap.release()
+
+    def _fail_rest(self, message: str) -> None:
+        """Mark every row not decoded yet as unreadable (the video ended or cannot be opened)."""
+        for pos in self.rows[self.next:]:
+            self.ready[int(pos)] = _Unreadable(message)
+        self.next = len(self.rows)
+        if self.cap is not None:
+            self.cap.release()
+
+
+def _crop(frame: np.ndarray, box: np.ndarray, path: Path) -> np.ndarray | _Unreadable:
+    """The box ``(video_frame, x, y, w, h)`` cut out of ``frame``, clipped to it."""
+    height, width = frame.shape[:2]
+    x0, y0 = max(int(box[1]), 0), max(int(box[2]), 0)
+    x1, y1 = min(int(box[1] + box[3]), width), min(int(box[2] + box[4]), height)
+    if x1 <= x0 or y1 <= y0:
+        return _Unreadable(f"{path}: box x={box[1]} y={box[2]} w={box[3]} h={box[4]} of frame {box[0]} (0-based) "
+                           f"lies outside the {width}x{height} frame")
+    return np.ascontiguousarray(frame[y0:y1, x0:x1])
+
+
+# --------------------------------------------------------------------------- ground truth
+
+def attach_ground_truth(index: pd.DataFrame, root: Path) -> pd.DataFrame:
+    """``index`` plus ``mask_path`` = ``ground_truth/masks/<path with extension .png>`` when ``root`` has masks.
+
+    Without ``root/ground_truth/masks/`` the index is returned unchanged. With it, every row needs its mask.
+    """
+    root = Path(root)
+    if not (root / MASK_DIR).is_dir():
+        return index
+    if _video_rows(index).any():
+        raise UserError(f"{root / MASK_DIR}: ground-truth masks are supported for image frames only, not for "
+                        "videos + MOT boxes")
+    expected = MASK_DIR + "/" + index["path"].str.replace(r"\.[^./]*$", "", regex=True) + ".png"
+    have = expected.isin(list(_files_below(root, MASK_DIR)))
+    if not have.all():
+        missing = expected[~have].iloc[0]
+        raise UserError(f"{root / missing}: missing ground-truth mask ({int((~have).sum())} of {len(index)} frames "
+                        f"have none); {root / MASK_DIR} must hold one <frame path>.png per frame")
+    out = index.copy()
+    out["mask_path"] = expected.to_numpy()
+    return out
+
+
+def _files_below(root: Path, top: str) -> set[str]:
+    """POSIX paths, relative to ``root``, of every file below ``root/top`` (one directory listing per folder)."""
+    found = set()
+    for dirpath, _, filenames in os.walk(root / top):
+        rel = Path(dirpath).relative_to(root).as_posix()
+        found.update(f"{rel}/{n}" for n in filenames)
+    return found
+
+
+def load_keypoints(root: Path, index: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+    """Ground-truth keypoints ``[N, J, 3]`` float32 (x, y, v) aligned to the index rows, and the joint names.
+
+    ``root/ground_truth/keypoints.csv`` (as the synthetic generator writes it) has a header ``path`` then
+    ``<joint>_x, <joint>_y, <joint>_v`` per joint, one line per image: x/y in pixels of the image, v = 1 visible,
+    0 hidden. Lines for images not in the index (junk) are ignored; every index row needs a complete line.
+    """
+    path = Path(root) / KEYPOINTS_FILE
+    if _video_rows(index).any():
+        raise UserError(f"{path}: ground-truth keypoints are supported for image frames only, not for "
+                        "videos + MOT boxes")
+    table, joints = _read_keypoint_table(path)
+    missing = ~index["path"].isin(table.index)
+    if missing.any():
+        raise UserError(f"{path}: no keypoints for frame {index['path'][missing].iloc[0]} "
+                        f"({int(missing.sum())} of {len(index)} frames lack them)")
+    out = table.loc[index["path"]].to_numpy(np.float32).reshape(len(index), len(joints), 3)
+    if np.isnan(out).any():
+        bad = int(np.flatnonzero(np.isnan(out).any(axis=(1, 2)))[0])
+        raise UserError(f"{path}: frame {index['path'].iloc[bad]} has an empty or non-numeric keypoint value")
+    return out, joints
+
+
+def _read_keypoint_table(path: Path) -> tuple[pd.DataFrame, list[str]]:
+    """The keypoint table indexed by path (numeric columns ``<joint>_x, _y, _v`` in order) and the joint names."""
+    if not path.is_file():
+        raise UserError(f"{path}: missing; expected a CSV with columns path, <joint>_x, <joint>_y, <joint>_v, ...")
+    try:
+        table = pd.read_csv(path, skipinitialspace=True)
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise UserError(f"{path}: not a CSV file ({exc})") from exc
+    cols = [c for c in table.columns if c != "path"]
+    joints = [c[:-2] for c in cols[::3]]
+    if "path" not in table.columns or not cols or cols != [f"{j}_{k}" for j in joints for k in "xyv"]:
+        raise UserError(f"{path}: columns {list(table.columns)[:7]}...; expected path, then <joint>_x, <joint>_y, "
+                        "<joint>_v for each joint")
+    if table["path"].duplicated().any():
+        raise UserError(f"{path}: frame {table['path'][table['path'].duplicated()].iloc[0]} appears twice")
+    values = table[cols].apply(pd.to_numeric, errors="coerce")
+    values.index = table["path"].astype(str)
+    return values, joints
