@@ -22,7 +22,7 @@ temporaries larger than O(block x G).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Union
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
