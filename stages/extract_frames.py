@@ -15,7 +15,7 @@ from hspreid.data.readers import READERS, read_dataset
 from hspreid.io import atomic_file, log
 from hspreid.stage import check_keys, parse_params, run_stage, stage_parser
 
-DEFAULTS = {"height": 256, "width": 128, "chunk_frames": 8, "compressor": "none", "on_error": "raise",
+DEFAULTS = {"height": 256, "width": 128, "chunk_frames": 32, "compressor": "none", "on_error": "raise",
             "reader": {}}
 
 

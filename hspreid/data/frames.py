@@ -2,7 +2,7 @@
 
 Layout (zarr v3 group):
 
-images    uint8 [N, H, W, 3]  RGB, chunked ``chunk_frames`` frames at a time (a clip is one or two reads)
+images    uint8 [N, H, W, 3]  RGB, ``chunk_frames`` frames per chunk file, uncompressed by default
 pid, label, camid, tracklet, frame   int64 [N]      as in the frame index (hspreid/data/index.py)
 subset    int8 [N]   0 train, 1 test
 query, gallery  bool [N]
@@ -13,6 +13,7 @@ Rows follow ``index.parquet`` exactly (frames of a tracklet are contiguous and i
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,9 @@ def _compressors(name: str) -> Any:
         return ZstdCodec(level=1)
     if name == "blosc_lz4":
         return BloscCodec(cname="lz4", clevel=3, shuffle="bitshuffle")
-    raise ValueError(f"frames compressor must be none, zstd or blosc_lz4, got {name!r}")
+    from hspreid.errors import UserError
+
+    raise UserError(f"frames.compressor: expected none, zstd or blosc_lz4, got {name!r}")
 
 
 def resize_frame(image_bgr: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -58,7 +61,7 @@ def _read_mask(path: Path, height: int, width: int) -> np.ndarray:
 
 
 def write_frame_store(index: pd.DataFrame, root: Path, out: Path, *, height: int, width: int,
-                      chunk_frames: int = 8, compressor: str = "none", on_error: str = "raise",
+                      chunk_frames: int = 32, compressor: str = "none", on_error: str = "raise",
                       attrs: dict | None = None) -> tuple[pd.DataFrame, dict]:
     """Decode every frame of ``index`` (paths relative to ``root``), resize and write ``out`` atomically.
 
@@ -143,7 +146,14 @@ def _reindex_after_skips(index: pd.DataFrame, kept: list[int], finalize) -> pd.D
 
 
 class FrameStore:
-    """Read access to ``frames.zarr``. Open one per DataLoader worker; reads whole runs per call."""
+    """Read access to ``frames.zarr``. Open one per DataLoader worker.
+
+    Uncompressed stores (the default) are read by a fast path: with only the ``bytes`` codec, the
+    zarr v3 spec makes each chunk file the chunk's raw C-order bytes, so a frame is one
+    ``np.fromfile`` at an offset. zarr-python 3.1's per-call overhead (~0.5 ms, zarr issue #3524,
+    fixed only for Python >= 3.12) would otherwise make the store slower than decoding JPEGs
+    (see bench/bench_frames.py). Compressed stores are read through zarr.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -155,6 +165,7 @@ class FrameStore:
         self.images = self.group["images"]
         self.masks = self.group["masks"] if "masks" in self.group else None
         self.chunk = int(self.images.chunks[0])
+        self._raw = {name: _raw_chunk_layout(self.path / name) for name in ("images", "masks")}
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -164,12 +175,52 @@ class FrameStore:
         return dict(self.group.attrs)
 
     def read(self, rows: np.ndarray, array: str = "images") -> np.ndarray:
-        """Frames at the sorted row numbers ``rows``: one slice read per touched run of chunks."""
+        """Frames at the row numbers ``rows`` (any order, repeats allowed)."""
         arr = self.images if array == "images" else self.group[array]
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows) == 0:
             return np.zeros((0, *arr.shape[1:]), arr.dtype)
+        if self._raw.get(array):
+            return _read_raw_rows(self.path / array, arr, rows)
         lo, hi = int(rows.min()), int(rows.max()) + 1
         if hi - lo <= 4 * max(len(rows), self.chunk):
             return arr[lo:hi][rows - lo]
         return np.stack([arr[int(r)] for r in rows])
+
+
+def _raw_chunk_layout(array_dir: Path) -> bool:
+    """True when the array's chunks are raw bytes in "c/<i>/0/..." files (bytes codec only, no compression)."""
+    import json
+
+    meta_path = array_dir / "zarr.json"
+    if not meta_path.is_file():
+        return False
+    meta = json.loads(meta_path.read_text())
+    codecs = [c["name"] for c in meta.get("codecs", [])]
+    key = meta.get("chunk_key_encoding", {})
+    return (codecs == ["bytes"] and meta.get("data_type") == "uint8" and key.get("name") == "default"
+            and key.get("configuration", {}).get("separator", "/") == "/")
+
+
+def _read_raw_rows(array_dir: Path, arr: Any, rows: np.ndarray) -> np.ndarray:
+    """Read whole frames straight from raw chunk files: one open per touched chunk, one pread per frame
+    (a missing chunk file is the fill value 0)."""
+    chunk = int(arr.chunks[0])
+    frame_shape = tuple(arr.shape[1:])
+    frame_bytes = int(np.prod(frame_shape))
+    suffix = "/" + "/".join("0" for _ in frame_shape)
+    prefix = f"{array_dir}/c/"
+    out = np.zeros((len(rows), *frame_shape), np.uint8)
+    flat = out.reshape(len(rows), frame_bytes)
+    chunks = rows // chunk
+    for c in np.unique(chunks):
+        try:
+            fd = os.open(f"{prefix}{int(c)}{suffix}", os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            for i in np.flatnonzero(chunks == c):
+                flat[i] = np.frombuffer(os.pread(fd, frame_bytes, int(rows[i] % chunk) * frame_bytes), np.uint8)
+        finally:
+            os.close(fd)
+    return out

@@ -1,6 +1,10 @@
 import pytest
+import torch
 
-from hspreid.engine.trainer import TrainConfig, lr_factor
+from hspreid.data.datasets import AugmentConfig, TrainClips
+from hspreid.engine.trainer import TrainConfig, lr_factor, seed_everything, train
+from hspreid.losses import Criterion
+from hspreid.models import build_model
 
 
 def test_lr_warmup_then_step_decay():
@@ -10,3 +14,33 @@ def test_lr_warmup_then_step_decay():
     assert lr_factor(10, cfg) == 1.0
     assert lr_factor(40, cfg) == pytest.approx(0.1)
     assert lr_factor(70, cfg) == pytest.approx(0.01)
+
+
+def _run(tiny_mars, epochs, checkpoint, resume_key="k"):
+    seed_everything(0)
+    cfg = TrainConfig(epochs=epochs, warmup_epochs=1, milestones=[9], num_ids=3, num_instances=2, num_frames=2,
+                      num_workers=0, log_every=0)
+    data = TrainClips(tiny_mars["frames"], tiny_mars["index"], cfg.num_frames, AugmentConfig())
+    model = build_model({"name": "baseline", "backbone": "resnet18"}, data.num_classes)
+    hist = train(model, data, Criterion({"id": {}, "triplet": {}}), cfg, device=torch.device("cpu"), seed=0,
+                 checkpoint=checkpoint, resume_key=resume_key)
+    return model, hist
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tiny_mars, tmp_path):
+    straight, hist = _run(tiny_mars, 2, tmp_path / "a.pt")
+    assert [h["epoch"] for h in hist] == [1, 2] and all(h["loss"] > 0 for h in hist)
+    _run(tiny_mars, 1, tmp_path / "b.pt")          # "killed" after epoch 1
+    resumed, hist_b = _run(tiny_mars, 2, tmp_path / "b.pt")
+    assert [h["epoch"] for h in hist_b] == [1, 2]
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_checkpoint_of_another_configuration_is_ignored(tiny_mars, tmp_path):
+    _run(tiny_mars, 1, tmp_path / "c.pt", resume_key="old")
+    state = torch.load(tmp_path / "c.pt", weights_only=False)
+    state["history"][0]["loss"] = -1.0  # marks the old run's history
+    torch.save(state, tmp_path / "c.pt")
+    _, hist = _run(tiny_mars, 1, tmp_path / "c.pt", resume_key="new")
+    assert len(hist) == 1 and hist[0]["loss"] > 0  # trained again, not "already done"
