@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", required=True, type=Path, help="data-set root (native layout)")
     p.add_argument("--frames", required=True, type=Path, help="output frame store (.zarr)")
     p.add_argument("--index", required=True, type=Path, help="output frame index (.parquet)")
+    p.add_argument("--threads", type=int, default=1, help="threads decoding frames")
     args = p.parse_args(argv)
 
     def body() -> None:
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         index, summary = write_frame_store(
             index, args.root, args.frames, height=params["height"], width=params["width"],
             chunk_frames=params["chunk_frames"], compressor=params["compressor"], on_error=params["on_error"],
+            threads=args.threads,
             attrs={"kind": args.kind, "root": str(args.root), "dropped": index.attrs.get("dropped", {})})
         index.attrs = {}
         with atomic_file(args.index) as tmp:

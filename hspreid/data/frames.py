@@ -62,7 +62,7 @@ def _read_mask(path: Path, height: int, width: int) -> np.ndarray:
 
 def write_frame_store(index: pd.DataFrame, root: Path, out: Path, *, height: int, width: int,
                       chunk_frames: int = 32, compressor: str = "none", on_error: str = "raise",
-                      attrs: dict | None = None) -> tuple[pd.DataFrame, dict]:
+                      threads: int = 1, attrs: dict | None = None) -> tuple[pd.DataFrame, dict]:
     """Decode every frame of ``index`` (paths relative to ``root``), resize and write ``out`` atomically.
 
     Returns the index of the frames actually written (rows that were skipped under
@@ -97,8 +97,10 @@ def write_frame_store(index: pd.DataFrame, root: Path, out: Path, *, height: int
             if masks is not None:
                 masks[start:start + fill] = mbuf[:fill]
 
-        for row, image in iter_frame_images(root, index, on_error=on_error, counter=counter):
-            buf[fill] = resize_frame(image, height, width)
+        frames = iter_frame_images(root, index, on_error=on_error, counter=counter, threads=threads,
+                                   transform=lambda image: resize_frame(image, height, width))
+        for row, image in frames:
+            buf[fill] = image
             if masks is not None:
                 mbuf[fill] = _read_mask(root / index["mask_path"].iat[row], height, width)
             kept.append(row)

@@ -10,7 +10,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -34,14 +34,17 @@ class _Unreadable:
 
 # --------------------------------------------------------------------------- frame images
 
-def iter_frame_images(root: Path, index: pd.DataFrame, on_error: str = "raise",
-                      counter: dict | None = None) -> Iterator[tuple[int, np.ndarray]]:
+def iter_frame_images(root: Path, index: pd.DataFrame, on_error: str = "raise", counter: dict | None = None,
+                      threads: int = 1, transform: Callable[[np.ndarray], np.ndarray] | None = None,
+                      ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(row position in index, BGR uint8 image)`` for every row, in index order.
 
-    Image rows are read with ``cv2.imread``. Rows with box columns (videos + MOT boxes) are crops of their
-    video, decoded sequentially once per subset (train rows, then test rows: the index lists each subset's
-    tracklets by camera and start frame, so crops decoded ahead of their turn, which wait in memory, are only
-    those of tracklets overlapping in time).
+    Image rows are read with ``cv2.imread``, ``threads`` at a time (OpenCV decodes without the GIL),
+    with a bounded read-ahead. ``transform`` (e.g. a resize) is applied to each image in the same
+    worker. Rows with box columns (videos + MOT boxes) are crops of their video, decoded
+    sequentially once per subset (train rows, then test rows: the index lists each subset's
+    tracklets by camera and start frame, so crops decoded ahead of their turn, which wait in
+    memory, are only those of tracklets overlapping in time).
     An unreadable row raises a :class:`UserError` naming the file (``on_error="raise"``) or is logged, counted in
     ``counter["skipped"]`` and not yielded (``on_error="skip"``; the caller drops the row).
     """
@@ -52,10 +55,14 @@ def iter_frame_images(root: Path, index: pd.DataFrame, on_error: str = "raise",
     counter.setdefault("skipped", 0)
     paths = index["path"].to_numpy()
     decoder_of_row, decoders = _video_decoders(root, index)
-    warned: set[str] = set()
-    for pos in range(len(index)):
+
+    def load(pos: int) -> np.ndarray | _Unreadable:
         d = decoder_of_row[pos]
         image = decoders[d].take(pos) if d >= 0 else _read_image(root, paths[pos])
+        return image if transform is None or isinstance(image, _Unreadable) else transform(image)
+
+    warned: set[str] = set()
+    for pos, image in _ordered_map(load, len(index), threads if not decoders else 1):
         if not isinstance(image, _Unreadable):
             yield pos, image
         elif on_error == "raise":
@@ -65,6 +72,27 @@ def iter_frame_images(root: Path, index: pd.DataFrame, on_error: str = "raise",
             if image.message not in warned:   # a missing video is one warning, not one per frame
                 warned.add(image.message)
                 log.warning("skipped: %s", image.message)
+
+
+def _ordered_map(fn: Callable[[int], object], n: int, threads: int) -> Iterator[tuple[int, object]]:
+    """``(i, fn(i))`` for i in 0..n-1, in order, computed by ``threads`` threads with a bounded read-ahead."""
+    if threads <= 1:
+        yield from ((i, fn(i)) for i in range(n))
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads) as pool:
+        pending: deque = deque()
+        ahead = 8 * threads
+        for i in range(n):
+            pending.append((i, pool.submit(fn, i)))
+            if len(pending) >= ahead:
+                j, fut = pending.popleft()
+                yield j, fut.result()
+        while pending:
+            j, fut = pending.popleft()
+            yield j, fut.result()
 
 
 def _video_rows(index: pd.DataFrame) -> np.ndarray:

@@ -1,5 +1,6 @@
 # Configuration loading and the helpers the rules call (no rules in this file).
 import json
+import os
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -35,6 +36,11 @@ for _name in SYNTHETIC:
 wildcard_constraints:
     dataset="|".join(DATASETS),
     method="|".join(METHODS),
+
+
+def max_threads(wanted=8):
+    """Threads for a compute-heavy rule: `wanted`, but never more than this machine's cores."""
+    return min(wanted, os.cpu_count() or 1)
 
 
 def run_config(dataset, method):

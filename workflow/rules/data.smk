@@ -33,11 +33,11 @@ rule extract_frames:
         cfg=frames_params,
     log:
         "results/{dataset}/logs/extract_frames.log",
-    threads: 1
+    threads: max_threads(4)
     resources:
         mem_mb=2000,
     conda:
         "../../envs/hspreid.yaml"
     shell:
         "python -m stages.extract_frames --kind {params.kind} --root {input.root} --frames {output.frames}"
-        " --index {output.index} --params {params.cfg:q} --log-file {log}"
+        " --index {output.index} --params {params.cfg:q} --threads {threads} --log-file {log}"

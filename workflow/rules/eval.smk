@@ -14,7 +14,7 @@ rule extract_features:
         device=config["device"],
     log:
         "results/{dataset}/{method}/logs/extract_features.log",
-    threads: 8
+    threads: max_threads(8)
     resources:
         gpu=1,
         mem_mb=8000,

@@ -14,7 +14,7 @@ rule train:
         checkpoint=checkpoint_path,
     log:
         "results/{dataset}/{method}/logs/train.log",
-    threads: 8
+    threads: max_threads(8)
     resources:
         gpu=1,
         mem_mb=8000,
