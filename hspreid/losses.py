@@ -5,6 +5,7 @@ A loss term is ``{"weight": w, "heads": [head names], ...options}``; the model's
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
 import torch
@@ -60,6 +61,11 @@ class Criterion:
             term = dict(term)
             weight = float(term.pop("weight", 1.0))
             heads = list(term.pop("heads", ["global"]))
+            allowed = set(inspect.signature(LOSS_TERMS[name]).parameters) - {"out", "batch", "heads"}
+            unknown = sorted(set(term) - allowed)
+            if unknown:
+                raise UserError(f"losses.{name}: unknown option(s) {unknown}; expected some of "
+                                f"{sorted(allowed | {'weight', 'heads'})}")
             if weight:
                 self.terms.append((name, weight, heads, term))
 

@@ -45,3 +45,5 @@ def test_criterion_weights_and_unknown_term():
     assert float(total) == pytest.approx(2 * parts["id"], rel=1e-6) and "triplet" not in parts
     with pytest.raises(UserError, match="tripplet"):
         Criterion({"tripplet": {}})
+    with pytest.raises(UserError, match="margn"):
+        Criterion({"triplet": {"margn": 0.3}})

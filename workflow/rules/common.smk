@@ -109,5 +109,6 @@ def features_params(wildcards):
 
 def rank_params(wildcards):
     cfg = run_config(wildcards.dataset, wildcards.method)
+    data = {k: v for k, v in DATASETS[wildcards.dataset].items() if k not in ("overrides", "method_overrides")}
     return as_json({**cfg.get("rank", {}), "dataset": wildcards.dataset, "method": wildcards.method,
-                    "config_hash": config_hash({"dataset": DATASETS[wildcards.dataset], "method": cfg})})
+                    "config_hash": config_hash({"dataset": data, "method": cfg, "seed": config["seed"]})})
