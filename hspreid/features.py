@@ -73,7 +73,9 @@ def extract_features(model: nn.Module, frames_path: str | Path, index: pd.DataFr
                      frames_per_batch: int = 256, num_workers: int = 2) -> dict[str, np.ndarray]:
     """Embeddings of every test tracklet, averaged over its clips, plus its labels.
 
-    Returns arrays: one per embedding the model outputs (``global``, later ``parts`` ...), and
+    Returns arrays: one per embedding the model outputs (``global``, ``foreground``, ``parts``
+    [N, K, D] ...: float outputs are averaged over clips; bool outputs such as part visibility
+    ``visible`` [N, K] are OR-ed: visible in the tracklet if visible in any clip), and
     ``pid, camid, query, gallery, tracklet, num_frames``.
     """
     if mode not in AGGREGATIONS:
@@ -86,6 +88,7 @@ def extract_features(model: nn.Module, frames_path: str | Path, index: pd.DataFr
     loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, shuffle=False)
     model.eval().to(device)
     sums: dict[str, torch.Tensor] = {}
+    flags: dict[str, torch.Tensor] = {}
     counts = torch.zeros(len(tracks), dtype=torch.float64)
     progress = Progress(len(tracks), "tracklets embedded")
     done = 0
@@ -93,6 +96,11 @@ def extract_features(model: nn.Module, frames_path: str | Path, index: pd.DataFr
         out = model(clips.to(device, non_blocking=True))["embedding"]
         own = torch.from_numpy(owners)
         for name, value in out.items():
+            if value.dtype == torch.bool:  # visibility: visible in the tracklet if visible in any clip
+                if name not in flags:
+                    flags[name] = torch.zeros((len(tracks), *value.shape[1:]), dtype=torch.bool)
+                flags[name].index_put_((own,), value.cpu(), accumulate=True)
+                continue
             value = value.float().cpu().double()
             if name not in sums:
                 sums[name] = torch.zeros((len(tracks), *value.shape[1:]), dtype=torch.float64)
@@ -102,6 +110,7 @@ def extract_features(model: nn.Module, frames_path: str | Path, index: pd.DataFr
         progress.update(finished - done)
         done = finished
     feats = {name: (s / counts.view(-1, *[1] * (s.dim() - 1))).float().numpy() for name, s in sums.items()}
+    feats.update({name: f.numpy() for name, f in flags.items()})
     feats.update({"pid": tracks["pid"].to_numpy(np.int64), "camid": tracks["camid"].to_numpy(np.int64),
                   "query": tracks["query"].to_numpy(bool), "gallery": tracks["gallery"].to_numpy(bool),
                   "tracklet": tracks["tracklet"].to_numpy(np.int64),
@@ -124,8 +133,9 @@ def write_features(out: str | Path, feats: dict[str, np.ndarray], *, dtype: str 
         group = zarr.open_group(str(tmp), mode="w")
         embeddings = []
         for name, value in feats.items():
-            if name not in LABEL_KEYS and value.dtype.kind == "f":
-                value = value.astype(dtype)
+            if name not in LABEL_KEYS:
+                if value.dtype.kind == "f":
+                    value = value.astype(dtype)
                 embeddings.append(name)
             rows = max(1, (4 << 20) // max(value[:1].nbytes, 1))
             group.create_array(name, data=value, chunks=(min(rows, len(value)),) + value.shape[1:])
@@ -144,5 +154,5 @@ def read_features(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
     feats = {}
     for name in list(attrs["embeddings"]) + list(LABEL_KEYS):
         value = group[name][...]
-        feats[name] = value.astype(np.float32) if name in attrs["embeddings"] else value
+        feats[name] = value.astype(np.float32) if value.dtype.kind == "f" else value
     return feats, attrs
