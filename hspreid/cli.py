@@ -37,10 +37,10 @@ def frame_grid(path: Path, count: int = 16, seed: int = 0) -> np.ndarray:
     images = np.stack([store.images[int(r)] for r in rows])[..., ::-1]
     row = np.concatenate(list(images), axis=1)
     if store.masks is not None:
-        palette = np.array([[0, 0, 0], [0, 200, 255], [0, 0, 220], [220, 0, 0], [0, 180, 0], [200, 0, 200]]
-                           + [[128, 128, 128]] * 250, np.uint8)
+        from hspreid.viz import PART_PALETTE
+
         masks = np.stack([store.masks[int(r)] for r in rows])
-        row = np.concatenate([row, np.concatenate(list(palette[masks]), axis=1)], axis=0)
+        row = np.concatenate([row, np.concatenate(list(PART_PALETTE[masks][..., ::-1]), axis=1)], axis=0)
     return np.ascontiguousarray(row)
 
 

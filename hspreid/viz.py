@@ -378,7 +378,7 @@ def ranked_list_image(frames: Any, tracks: pd.DataFrame, q_rows: np.ndarray, g_r
             text_colour = tuple(int(c * 0.75) for c in colour) if col else QUERY_RGB
             _text(canvas, line1, x0, ty + 11, lay.cell_w + lay.spacing, 0.4, text_colour)
             _text(canvas, f"pid {pids[t]}", x0, ty + 24, lay.cell_w + lay.spacing, 0.4, _TEXT_RGB)
-    _legend(canvas, lay, maps_kind)
+    _legend(canvas, lay, maps_kind, show_junk=bool(junk.any()))
     return canvas
 
 
@@ -415,10 +415,12 @@ def _text(canvas: np.ndarray, s: str, x: int, y: int, max_w: int, scale: float, 
     cv2.putText(canvas, s, (int(x), int(y)), _FONT, scale, colour, 1, cv2.LINE_AA)
 
 
-def _legend(canvas: np.ndarray, lay: RankedListLayout, maps_kind: str) -> None:
+def _legend(canvas: np.ndarray, lay: RankedListLayout, maps_kind: str, show_junk: bool) -> None:
     y = lay.height - lay.margin - 6
     x = lay.margin
-    items: list[tuple[tuple, str]] = [(MATCH_RGB, "same id"), (WRONG_RGB, "other id"), (JUNK_RGB, "junk")]
+    items: list[tuple[tuple, str]] = [(MATCH_RGB, "same id"), (WRONG_RGB, "other id")]
+    if show_junk:
+        items.append((JUNK_RGB, "junk (same id + camera)"))
     if maps_kind:
         items += [(tuple(int(c) for c in PART_PALETTE[k]), PART_NAMES[k]) for k in range(1, len(PART_NAMES))]
     for colour, name in items:

@@ -116,16 +116,61 @@ def _match_codes(qp: torch.Tensor, gp: torch.Tensor, qc: torch.Tensor, gc: torch
 
 def _hit_ranks(dist: torch.Tensor, qp: torch.Tensor, gp: torch.Tensor, qc: torch.Tensor,
                gc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Stable-sort each row, drop junk, and locate the true matches: returns (rows, rank, n_pos)
-    with one entry of ``rows``/``rank`` (1-based rank among kept items, float64) per hit, in
-    row-major rank order, and the hit count per row."""
+    """Locate each row's true matches in its stable ascending order, junk removed: returns
+    (rows, rank, n_pos) with one entry of ``rows``/``rank`` (1-based rank among kept items,
+    float64) per hit, in row-major rank order, and the hit count per row."""
+    codes = _match_codes(qp, gp, qc, gc)
+    if dist.dtype == torch.float32 and dist.shape[1] < 2**31:
+        return _hit_ranks_by_counting(dist, codes)
+    return _hit_ranks_by_sorting(dist, codes)
+
+
+def _hit_ranks_by_sorting(dist: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Reference path (any dtype): stable-sort whole rows, then read off the hits."""
     order = torch.sort(dist, dim=1, stable=True).indices
-    codes = torch.gather(_match_codes(qp, gp, qc, gc), 1, order)
+    codes = torch.gather(codes, 1, order)
     hit = codes == _POSITIVE
     junk_before = torch.cumsum(codes == _JUNK, dim=1, dtype=torch.int32)
     rows, cols = hit.nonzero(as_tuple=True)  # row-major: hits of a row are in rank order
     rank = (cols + 1 - junk_before[rows, cols]).to(torch.float64)
     return rows, rank, hit.sum(dim=1)
+
+
+def _stable_keys(dist: torch.Tensor) -> torch.Tensor:
+    """int64 keys whose order is exactly the stable ascending order of a float32 row:
+    the float's bits mapped to a monotone int32 in the high half, the column in the low half."""
+    bits = (dist + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into +0.0 (they compare equal)
+    mono = (bits ^ ((bits >> 31) & 0x7FFFFFFF)).to(torch.int64)
+    return (mono << 32) | torch.arange(dist.shape[1], device=dist.device)
+
+
+def _hit_ranks_by_counting(dist: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sort-free path for float32: only the few same-identity items (positives and junk) are
+    ordered; the position of each in the full stable order is the number of gallery items with a
+    smaller key, counted for all of them at once with one ``searchsorted`` + histogram pass.
+    Same results as sorting, ~2x faster (O(G log M) per row, M = same-identity items)."""
+    b, num_g = dist.shape
+    keys = _stable_keys(dist)
+    cand = codes > _NEGATIVE
+    n_cand = cand.sum(dim=1)
+    m = int(n_cand.max()) if b else 0
+    if m == 0:
+        empty = torch.zeros(0, dtype=torch.int64, device=dist.device)
+        return empty, empty.to(torch.float64), torch.zeros(b, dtype=torch.int64, device=dist.device)
+    sentinel = torch.iinfo(torch.int64).max
+    bounds = torch.topk(torch.where(cand, keys, sentinel), m, dim=1, largest=False, sorted=True).values
+    # position (0-based) of candidate j in the row's stable order = #keys < bounds[j]
+    bucket = torch.searchsorted(bounds, keys, right=True)  # = number of bounds <= key
+    hist = torch.zeros(b, m + 1, dtype=torch.int64, device=dist.device).scatter_add_(1, bucket, torch.ones_like(bucket))
+    position = torch.cumsum(hist, dim=1)[:, :m]
+    real = bounds != sentinel
+    cand_codes = torch.where(real, torch.gather(codes, 1, (bounds & 0xFFFFFFFF).clamp(max=num_g - 1)).to(torch.int64),
+                             torch.full_like(bounds, -1))
+    is_hit, is_junk = cand_codes == _POSITIVE, cand_codes == _JUNK
+    junk_before = torch.cumsum(is_junk, dim=1) - is_junk.to(torch.int64)
+    rows, cols = is_hit.nonzero(as_tuple=True)  # row-major, candidates in rank order
+    rank = (position[rows, cols] - junk_before[rows, cols] + 1).to(torch.float64)
+    return rows, rank, is_hit.sum(dim=1)
 
 
 def _score_block(dist: torch.Tensor, qp: torch.Tensor, gp: torch.Tensor, qc: torch.Tensor,

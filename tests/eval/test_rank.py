@@ -71,13 +71,25 @@ def assert_same(ours, ref, tol=1e-6):
 
 
 # ----------------------------------------------------------------------------- vs textbook
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])  # counting path and sorting path
 @pytest.mark.parametrize("ap", ["non_interpolated", "trapezoid"])
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("block", [1, 7, 256])
-def test_matches_textbook(seed, ap, block):
+def test_matches_textbook(seed, ap, block, dtype):
     case = random_case(seed)
+    case = (case[0].astype(dtype),) + case[1:]
     ref = textbook_eval(*case, max_rank=50, ap=ap)
     assert_same(evaluate_rank(*case, max_rank=50, ap=ap, block=block), ref)
+
+
+def test_negative_zero_and_negative_distances_keep_stable_order():
+    dist = np.array([[0.0, -0.0, -1.0, 0.5, -0.0, 0.0]], dtype=np.float32)
+    g_pids = np.array([1, 2, 1, 1, 1, 2])
+    g_cams = np.array([1, 1, 1, 0, 1, 1])  # item 3 is junk (same cam as the query)
+    for dtype in (np.float32, np.float64):
+        d = dist.astype(dtype)
+        assert_same(evaluate_rank(d, [1], g_pids, [0], g_cams, max_rank=6),
+                    textbook_eval(d, np.array([1]), g_pids, np.array([0]), g_cams, max_rank=6))
 
 
 @pytest.mark.parametrize("ap", ["non_interpolated", "trapezoid"])
