@@ -221,7 +221,7 @@ class RankedListLayout:
     caption_h: int = 20
     text_h: int = 28         # two text lines under each column
     row_gap: int = 10
-    legend_h: int = 24
+    legend_line_h: int = 18  # legend: border colours; a second line with the part colours under overlays
 
     @property
     def cell_h(self) -> int:
@@ -245,6 +245,10 @@ class RankedListLayout:
     def height(self) -> int:
         blocks = self.n_queries * self.block_h + max(self.n_queries - 1, 0) * self.row_gap
         return 2 * self.margin + blocks + self.legend_h
+
+    @property
+    def legend_h(self) -> int:
+        return 6 + self.legend_line_h * (2 if self.overlay else 1)
 
     def cell_box(self, query: int, col: int, overlay: bool = False) -> tuple[int, int, int, int]:
         """(y0, x0, y1, x1) of a cell, border included; ``col`` 0 is the query, 1..top the ranks."""
@@ -416,21 +420,25 @@ def _text(canvas: np.ndarray, s: str, x: int, y: int, max_w: int, scale: float, 
 
 
 def _legend(canvas: np.ndarray, lay: RankedListLayout, maps_kind: str, show_junk: bool) -> None:
-    y = lay.height - lay.margin - 6
-    x = lay.margin
-    items: list[tuple[tuple, str]] = [(MATCH_RGB, "same id"), (WRONG_RGB, "other id")]
+    """Colour keys at the bottom: border colours on one line, part colours (if drawn) on the next;
+    a line that does not fit the picture's width is cut short."""
+    borders: list[tuple[tuple, str]] = [(MATCH_RGB, "same id"), (WRONG_RGB, "other id")]
     if show_junk:
-        items.append((JUNK_RGB, "junk (same id + camera)"))
-    if maps_kind:
-        items += [(tuple(int(c) for c in PART_PALETTE[k]), PART_NAMES[k]) for k in range(1, len(PART_NAMES))]
-    for colour, name in items:
-        w = cv2.getTextSize(name, _FONT, 0.4, 1)[0][0]
-        if x + 14 + w > lay.width - lay.margin:
-            break
-        canvas[y - 10:y, x:x + 10] = colour
-        _text(canvas, name, x + 14, y, w + 2, 0.4, _TEXT_RGB)
-        x += 14 + w + 14
-    if maps_kind:
-        w = cv2.getTextSize(f"({maps_kind})", _FONT, 0.4, 1)[0][0]
-        if x + w <= lay.width - lay.margin:
-            _text(canvas, f"({maps_kind})", x, y, w + 2, 0.4, (90, 90, 90))
+        borders.append((JUNK_RGB, "junk (same id + camera)"))
+    lines = [borders]
+    if maps_kind and lay.overlay:
+        parts = [(tuple(int(c) for c in PART_PALETTE[k]), PART_NAMES[k]) for k in range(1, len(PART_NAMES))]
+        lines.append(parts + [(None, f"({maps_kind})")])
+    y = lay.height - lay.margin - lay.legend_h + 6 + lay.legend_line_h - 5
+    for items in lines:
+        x = lay.margin
+        for colour, name in items:
+            key = 14 if colour is not None else 0
+            w = cv2.getTextSize(name, _FONT, 0.4, 1)[0][0]
+            if x + key + w > lay.width - lay.margin:
+                break
+            if colour is not None:
+                canvas[y - 10:y, x:x + 10] = colour
+            _text(canvas, name, x + key, y, w + 2, 0.4, _TEXT_RGB if colour is not None else (90, 90, 90))
+            x += key + w + 14
+        y += lay.legend_line_h
