@@ -100,6 +100,25 @@ def test_metrics_json_has_the_protocol_and_numbers(workdir):
     assert len(m["config_hash"]) == 12
 
 
+def test_rank_writes_tables_and_pictures(workdir):
+    import cv2
+    import pandas as pd
+
+    run = workdir / "results/synth_tiny/baseline"
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["distance"] == "global" and m["rerank"]["enabled"] is False
+    cmc = pd.read_csv(run / "cmc.csv")
+    assert len(cmc) == 50 and cmc["cmc"].is_monotonic_increasing and cmc["cmc"].iloc[0] == pytest.approx(m["rank1"], abs=1e-6)
+    per_query = pd.read_parquet(run / "per_query.parquet")
+    assert len(per_query) == m["num_query"] and {"pid", "camid", "AP", "first_match_rank"} <= set(per_query)
+    assert per_query["AP"].mean() == pytest.approx(m["mAP"], abs=1e-6)
+    for name, min_hw in (("cmc.png", (400, 700)), ("ranked.png", (300, 300))):
+        image = cv2.imread(str(run / name))
+        assert image is not None and image.shape[0] >= min_hw[0] and image.shape[1] >= min_hw[1], name
+        assert image.std() > 10, f"{name} looks blank"
+    assert "mAP" in (run / "metrics.html").read_text()
+
+
 def test_rerun_does_only_what_changed(workdir):
     assert pending_rules(workdir) == set()
     before = mtimes(workdir)

@@ -2,7 +2,8 @@
 
 Modes (``rank.distance`` in a method config):
 
-* ``global``: cosine distance of the global feature (the baseline);
+* ``global``: distance of the global feature (the baseline): cosine, or squared euclidean with
+  ``metric="euclidean"`` (torchreid's convention);
 * ``concat``: cosine distance of the concatenation of L2-normalised components (each part of a
   ``parts`` array normalised on its own) -- SPReID's combined representation, SS-HSP's test feature;
 * ``isp``: ISP eq. 10, ``d = (sum_k l_k^q l_k^g d_k + d_g + d_f) / (sum_k l_k^q l_k^g + 2)`` with
@@ -23,7 +24,7 @@ import torch
 
 from hspreid.errors import UserError
 
-from .distance import ArrayLike, as_float_tensor, l2_normalize
+from .distance import ArrayLike, as_float_tensor, block_distance, check_metric, l2_normalize, prepare_gallery
 
 DISTANCE_MODES = ("global", "concat", "isp", "hcga")
 _NEEDS = {"global": ("global",), "concat": (), "isp": ("global", "foreground", "parts", "visible"),
@@ -48,7 +49,11 @@ class PartAwareDistance:
     """
 
     def __init__(self, query: Mapping[str, ArrayLike], gallery: Mapping[str, ArrayLike], mode: str = "global",
-                 *, components: Sequence[str] | None = None, device: torch.device | str = "cpu"):
+                 *, components: Sequence[str] | None = None, metric: str = "cosine",
+                 device: torch.device | str = "cpu"):
+        check_metric(metric)
+        if metric != "cosine" and mode != "global":
+            raise UserError(f"rank.metric {metric!r} applies to distance 'global' only; {mode!r} uses cosine")
         if mode not in DISTANCE_MODES:
             raise UserError(f"rank.distance: expected one of {DISTANCE_MODES}, got {mode!r}")
         needed = list(_NEEDS[mode]) + (list(components or ["global"]) if mode == "concat" else [])
@@ -56,11 +61,21 @@ class PartAwareDistance:
         if missing:
             raise UserError(f"rank.distance {mode!r} needs features {missing}, which features.zarr does not hold "
                             f"(it has {sorted(query)})")
-        self.mode, self.device = mode, torch.device(device)
+        self.mode, self.metric, self.device = mode, metric, torch.device(device)
         self.components = list(components or ["global"])
         self.q = self._prepare(query, on_device=False)
         self.g = self._prepare(gallery, on_device=True)
         self.num_gallery = len(next(iter(self.g.values())))
+        self._gallery: tuple | None = None
+
+    def representation(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(query, gallery) single-vector features this distance compares (global and concat
+        modes), e.g. for k-reciprocal re-ranking."""
+        if self.mode not in ("global", "concat"):
+            raise UserError(f"rank.rerank needs one feature vector per item: use distance 'global' or "
+                            f"'concat', not {self.mode!r}")
+        key = "g" if self.mode == "global" else "c"
+        return self.q[key], self.g[key]
 
     def _prepare(self, feats: Mapping[str, ArrayLike], on_device: bool) -> dict[str, torch.Tensor]:
         dev = self.device if on_device else None
@@ -69,7 +84,7 @@ class PartAwareDistance:
             return as_float_tensor(feats[name], dev)
 
         if self.mode == "global":
-            return {"g": _normalised(t("global"))}
+            return {"g": t("global")}
         if self.mode == "concat":
             parts = [_normalised(t(c)).flatten(1) for c in self.components]
             return {"c": _normalised(torch.cat(parts, dim=1))}
@@ -84,7 +99,9 @@ class PartAwareDistance:
         q = {k: v[torch.as_tensor(q_idx)].to(self.device) for k, v in self.q.items()}
         g = self.g
         if self.mode == "global":
-            return 1.0 - q["g"] @ g["g"].T
+            if self._gallery is None:  # prepared once: normalised (cosine) or with squared norms
+                self._gallery = prepare_gallery(g["g"], self.metric)
+            return block_distance(q["g"], *self._gallery, self.metric)
         if self.mode == "concat":
             return 1.0 - q["c"] @ g["c"].T
         shared = q["v"] @ g["v"].T                     # number of shared visible parts

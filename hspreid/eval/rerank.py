@@ -156,8 +156,9 @@ def _nearest_neighbours(x: torch.Tensor, sqnorm: torch.Tensor | None, metric: st
     k = min(k, n)
     if kk > k:  # rows whose k-th value ties with the next: exact stable selection over the full row
         tied = torch.nonzero(best_v[:, k] == best_v[:, k - 1]).flatten()
-        for s in range(0, tied.numel(), block):
-            rows = tied[s : s + block]
+        step = max(1, block * block // n)  # full rows, about block^2 distances at a time
+        for s in range(0, tied.numel(), step):
+            rows = tied[s : s + step]
             full = _key(block_distance(x[rows], x, sqnorm, metric), metric, power)
             vals, idx = torch.sort(full, dim=1, stable=True)
             best_v[rows, :k], best_i[rows, :k] = vals[:, :k], idx[:, :k]

@@ -29,10 +29,36 @@ rule extract_features:
 rule rank:
     input:
         features="results/{dataset}/{method}/features.zarr",
+        frames="results/{dataset}/frames.zarr",
+        index="results/{dataset}/index.parquet",
     output:
         metrics="results/{dataset}/{method}/metrics.json",
+        table=report(
+            "results/{dataset}/{method}/metrics.html",
+            caption="../report/metrics.rst",
+            category="{dataset}",
+            subcategory="{method}",
+            labels={"data set": "{dataset}", "method": "{method}", "figure": "metrics"},
+        ),
+        cmc_csv="results/{dataset}/{method}/cmc.csv",
+        per_query="results/{dataset}/{method}/per_query.parquet",
+        cmc_png=report(
+            "results/{dataset}/{method}/cmc.png",
+            caption="../report/cmc.rst",
+            category="{dataset}",
+            subcategory="{method}",
+            labels={"data set": "{dataset}", "method": "{method}", "figure": "CMC"},
+        ),
+        ranked_png=report(
+            "results/{dataset}/{method}/ranked.png",
+            caption="../report/ranked.rst",
+            category="{dataset}",
+            subcategory="{method}",
+            labels={"data set": "{dataset}", "method": "{method}", "figure": "ranked lists"},
+        ),
     params:
         cfg=rank_params,
+        device=config["device"],
     log:
         "results/{dataset}/{method}/logs/rank.log",
     threads: 2
@@ -41,5 +67,5 @@ rule rank:
     conda:
         "../../envs/hspreid.yaml"
     shell:
-        "python -m stages.rank --features {input.features} --output {output.metrics} --params {params.cfg:q}"
-        " --log-file {log}"
+        "python -m stages.rank --features {input.features} --frames {input.frames} --index {input.index}"
+        " --output {output.metrics} --params {params.cfg:q} --device {params.device} --log-file {log}"

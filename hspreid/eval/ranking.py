@@ -1,0 +1,76 @@
+"""From a feature store to scores: protocol, distance mode, optional re-ranking, CMC/mAP/mINP."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from hspreid.errors import UserError
+
+from .part_distance import PartAwareDistance
+from .protocol import split_query_gallery
+from .rank import evaluate_features
+from .rerank import KReciprocalReranker
+
+RANK_DEFAULTS: dict[str, Any] = {
+    "protocol": "official", "distance": "global", "metric": "cosine", "components": None,
+    "ap": "non_interpolated", "max_rank": 50, "block": 256,
+    "rerank": {"enabled": False, "k1": 20, "k2": 6, "lambda": 0.3},
+}
+LABELS = ("pid", "camid", "query", "gallery", "tracklet", "num_frames")
+
+
+@dataclass
+class Ranking:
+    """Everything the rank stage writes or draws."""
+
+    q_idx: np.ndarray             # rows of the feature store that are queries
+    g_idx: np.ndarray             # rows that form the gallery
+    distance: Callable[[np.ndarray], torch.Tensor]  # query positions -> [b, G] distances
+    cmc: np.ndarray
+    mAP: float
+    mINP: float
+    per_query: pd.DataFrame
+    seconds: dict[str, float]
+
+
+def rank_config(params: dict[str, Any]) -> dict[str, Any]:
+    """Rank options over their defaults; unknown keys name themselves."""
+    unknown = sorted(set(params) - set(RANK_DEFAULTS))
+    if unknown:
+        raise UserError(f"rank: unknown key(s) {unknown}; expected some of {sorted(RANK_DEFAULTS)}")
+    rerank = {**RANK_DEFAULTS["rerank"], **(params.get("rerank") or {})}
+    bad = sorted(set(rerank) - set(RANK_DEFAULTS["rerank"]))
+    if bad:
+        raise UserError(f"rank.rerank: unknown key(s) {bad}; expected some of {sorted(RANK_DEFAULTS['rerank'])}")
+    return {**RANK_DEFAULTS, **params, "rerank": rerank}
+
+
+def rank_features(feats: dict[str, np.ndarray], cfg: dict[str, Any], device: str | torch.device = "cpu") -> Ranking:
+    """Score the ranking of a feature store (see :func:`hspreid.features.read_features`)."""
+    t0 = time.monotonic()
+    q_idx, g_idx = split_query_gallery(feats["query"], feats["gallery"], cfg["protocol"])
+    embeddings = {k: v for k, v in feats.items() if k not in LABELS}
+    pad = PartAwareDistance({k: v[q_idx] for k, v in embeddings.items()},
+                            {k: v[g_idx] for k, v in embeddings.items()}, cfg["distance"],
+                            components=cfg["components"], metric=cfg["metric"], device=device)
+    distance: Callable[[np.ndarray], torch.Tensor] = pad.distance_block
+    seconds = {}
+    if cfg["rerank"]["enabled"]:
+        r = cfg["rerank"]
+        t1 = time.monotonic()
+        distance = KReciprocalReranker(*pad.representation(), k1=r["k1"], k2=r["k2"], lambda_value=r["lambda"],
+                                       metric=cfg["metric"], device=device).distance_block
+        seconds["rerank_prepare"] = round(time.monotonic() - t1, 3)
+    res = evaluate_features(None, None, feats["pid"][q_idx], feats["pid"][g_idx], feats["camid"][q_idx],
+                            feats["camid"][g_idx], max_rank=cfg["max_rank"], ap=cfg["ap"], block=cfg["block"],
+                            device=device, distance_fn=distance, return_per_query=True)
+    per_query = res["per_query"]
+    for name in ("pid", "camid", "tracklet"):
+        per_query[name] = feats[name][q_idx]
+    seconds["evaluate"] = round(time.monotonic() - t0, 3)
+    return Ranking(q_idx, g_idx, distance, res["cmc"], res["mAP"], res["mINP"], per_query, seconds)
