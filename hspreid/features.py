@@ -142,8 +142,13 @@ def write_features(out: str | Path, feats: dict[str, np.ndarray], *, dtype: str 
         group.attrs.update({**attrs, "embeddings": embeddings, "count": int(len(feats["pid"]))})
 
 
-def read_features(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
-    """All arrays of ``features.zarr`` (embeddings as float32) and its attrs."""
+def read_features(path: str | Path, rows: np.ndarray | None = None,
+                  names: "list[str] | None" = None) -> tuple[dict[str, np.ndarray], dict]:
+    """Arrays of ``features.zarr`` (embeddings as float32) and its attrs.
+
+    ``names`` limits which arrays are read (default: all); ``rows`` reads only those rows, so a
+    caller that needs the query and the gallery rows never holds the whole store twice.
+    """
     import zarr
 
     path = Path(path)
@@ -152,7 +157,8 @@ def read_features(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
     group = zarr.open_group(str(path), mode="r")
     attrs = dict(group.attrs)
     feats = {}
-    for name in list(attrs["embeddings"]) + list(LABEL_KEYS):
-        value = group[name][...]
-        feats[name] = value.astype(np.float32) if value.dtype.kind == "f" else value
+    for name in names if names is not None else list(attrs["embeddings"]) + list(LABEL_KEYS):
+        arr = group[name]
+        value = arr[...] if rows is None else arr.oindex[(np.asarray(rows, dtype=np.int64),)]
+        feats[name] = value.astype(np.float32, copy=False) if value.dtype.kind == "f" else value
     return feats, attrs

@@ -21,8 +21,7 @@ from hspreid import viz
 from hspreid.data.frames import FrameStore
 from hspreid.data.index import tracklet_table
 from hspreid.engine.trainer import pick_device
-from hspreid.eval.ranking import rank_config, rank_features
-from hspreid.features import read_features
+from hspreid.eval.ranking import rank_config, rank_feature_store
 from hspreid.io import atomic_file, log, write_json
 from hspreid.stage import parse_params, run_stage, stage_parser
 
@@ -45,8 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         params = parse_params(args.params)
         run = {k: params.pop(k, None) for k in RUN_KEYS}
         cfg = rank_config(params)
-        feats, attrs = read_features(args.features)
-        ranking = rank_features(feats, cfg, device=pick_device(args.device))
+        ranking, feats, attrs = rank_feature_store(args.features, cfg, device=pick_device(args.device))
         cmc, out = ranking.cmc, args.output.parent
         metrics = {
             **run, "protocol": cfg["protocol"], "distance": cfg["distance"], "metric": cfg["metric"],

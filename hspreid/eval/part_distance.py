@@ -31,14 +31,16 @@ _NEEDS = {"global": ("global",), "concat": (), "isp": ("global", "foreground", "
           "hcga": ("foreground", "parts", "visible")}
 
 
-def _normalised(x: torch.Tensor) -> torch.Tensor:
+def _normalised(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     """L2-normalise the last dim; a [N, K, D] parts array is normalised part by part."""
-    return l2_normalize(x, dim=-1)
+    if not inplace:
+        return l2_normalize(x, dim=-1)
+    return x.div_(x.norm(dim=-1, keepdim=True).clamp_(min=1e-12))
 
 
-def _weighted_parts(parts: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+def _weighted_parts(parts: torch.Tensor, visible: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     """[N, K, D] parts, [N, K] visibility -> [N, K*D] of visibility-masked, per-part normalised features."""
-    return (_normalised(parts) * visible[..., None].to(parts.dtype)).flatten(1)
+    return _normalised(parts, inplace).mul_(visible[..., None].to(parts.dtype)).flatten(1)
 
 
 class PartAwareDistance:
@@ -46,11 +48,13 @@ class PartAwareDistance:
 
     ``query`` and ``gallery`` map feature names (``global``, ``foreground``, ``parts`` [N,K,D],
     ``visible`` [N,K] bool, ...) to arrays. The gallery side is prepared once on ``device``.
+    ``inplace=True`` normalises float32 CPU arrays where they are (no copy: peak memory stays at
+    the size of the features, e.g. K = 6 parts at Market size); the caller's arrays change.
     """
 
     def __init__(self, query: Mapping[str, ArrayLike], gallery: Mapping[str, ArrayLike], mode: str = "global",
                  *, components: Sequence[str] | None = None, metric: str = "cosine",
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", inplace: bool = False):
         check_metric(metric)
         if metric != "cosine" and mode != "global":
             raise UserError(f"rank.metric {metric!r} applies to distance 'global' only; {mode!r} uses cosine")
@@ -63,6 +67,7 @@ class PartAwareDistance:
                             f"(it has {sorted(query)})")
         self.mode, self.metric, self.device = mode, metric, torch.device(device)
         self.components = list(components or ["global"])
+        self.inplace = inplace
         self.q = self._prepare(query, on_device=False)
         self.g = self._prepare(gallery, on_device=True)
         self.num_gallery = len(next(iter(self.g.values())))
@@ -89,9 +94,10 @@ class PartAwareDistance:
             parts = [_normalised(t(c)).flatten(1) for c in self.components]
             return {"c": _normalised(torch.cat(parts, dim=1))}
         vis = t("visible")
-        out = {"f": _normalised(t("foreground")), "p": _weighted_parts(t("parts"), vis), "v": vis}
+        out = {"f": _normalised(t("foreground"), self.inplace), "p": _weighted_parts(t("parts"), vis, self.inplace),
+               "v": vis}
         if self.mode == "isp":
-            out["g"] = _normalised(t("global"))
+            out["g"] = _normalised(t("global"), self.inplace)
         return out
 
     def distance_block(self, q_idx: np.ndarray) -> torch.Tensor:

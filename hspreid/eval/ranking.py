@@ -50,14 +50,26 @@ def rank_config(params: dict[str, Any]) -> dict[str, Any]:
     return {**RANK_DEFAULTS, **params, "rerank": rerank}
 
 
-def rank_features(feats: dict[str, np.ndarray], cfg: dict[str, Any], device: str | torch.device = "cpu") -> Ranking:
-    """Score the ranking of a feature store (see :func:`hspreid.features.read_features`)."""
+def rank_feature_store(path, cfg: dict[str, Any], device: str | torch.device = "cpu") -> tuple[Ranking, dict, dict]:
+    """Read ``features.zarr`` row-wise (labels first, then only the query and gallery rows of
+    each embedding) and rank it; returns (ranking, labels, store attrs)."""
+    from hspreid.features import read_features
+
+    labels, attrs = read_features(path, names=list(LABELS))
+    q_idx, g_idx = split_query_gallery(labels["query"], labels["gallery"], cfg["protocol"])
+    query, _ = read_features(path, q_idx, names=list(attrs["embeddings"]))
+    gallery, _ = read_features(path, g_idx, names=list(attrs["embeddings"]))
+    return rank_features(labels, query, gallery, q_idx, g_idx, cfg, device, inplace=True), labels, attrs
+
+
+def rank_features(labels: dict[str, np.ndarray], query: dict[str, np.ndarray], gallery: dict[str, np.ndarray],
+                  q_idx: np.ndarray, g_idx: np.ndarray, cfg: dict[str, Any], device: str | torch.device = "cpu",
+                  inplace: bool = False) -> Ranking:
+    """Score the ranking of ``query`` against ``gallery`` embeddings (rows ``q_idx`` / ``g_idx``
+    of a feature store whose label arrays are ``labels``)."""
     t0 = time.monotonic()
-    q_idx, g_idx = split_query_gallery(feats["query"], feats["gallery"], cfg["protocol"])
-    embeddings = {k: v for k, v in feats.items() if k not in LABELS}
-    pad = PartAwareDistance({k: v[q_idx] for k, v in embeddings.items()},
-                            {k: v[g_idx] for k, v in embeddings.items()}, cfg["distance"],
-                            components=cfg["components"], metric=cfg["metric"], device=device)
+    pad = PartAwareDistance(query, gallery, cfg["distance"], components=cfg["components"], metric=cfg["metric"],
+                            device=device, inplace=inplace)
     distance: Callable[[np.ndarray], torch.Tensor] = pad.distance_block
     seconds = {}
     if cfg["rerank"]["enabled"]:
@@ -66,11 +78,11 @@ def rank_features(feats: dict[str, np.ndarray], cfg: dict[str, Any], device: str
         distance = KReciprocalReranker(*pad.representation(), k1=r["k1"], k2=r["k2"], lambda_value=r["lambda"],
                                        metric=cfg["metric"], device=device).distance_block
         seconds["rerank_prepare"] = round(time.monotonic() - t1, 3)
-    res = evaluate_features(None, None, feats["pid"][q_idx], feats["pid"][g_idx], feats["camid"][q_idx],
-                            feats["camid"][g_idx], max_rank=cfg["max_rank"], ap=cfg["ap"], block=cfg["block"],
+    res = evaluate_features(None, None, labels["pid"][q_idx], labels["pid"][g_idx], labels["camid"][q_idx],
+                            labels["camid"][g_idx], max_rank=cfg["max_rank"], ap=cfg["ap"], block=cfg["block"],
                             device=device, distance_fn=distance, return_per_query=True)
     per_query = res["per_query"]
     for name in ("pid", "camid", "tracklet"):
-        per_query[name] = feats[name][q_idx]
+        per_query[name] = labels[name][q_idx]
     seconds["evaluate"] = round(time.monotonic() - t0, 3)
     return Ranking(q_idx, g_idx, distance, res["cmc"], res["mAP"], res["mINP"], per_query, seconds)

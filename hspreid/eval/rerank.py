@@ -397,8 +397,9 @@ class KReciprocalReranker:
                 if lam == 1.0:
                     parts.append(orig)
                     continue
-                jac = self._jaccard(sub)
-                final = jac.mul_(1.0 - lam) if lam == 0.0 else jac.mul_(1.0 - lam).add_(orig.to(torch.float64), alpha=lam)
+                final = self._jaccard(sub).mul_(1.0 - lam)  # eq. 11 weighted by 1 - λ
+                if lam > 0.0:
+                    final.add_(orig.to(torch.float64), alpha=lam)
                 parts.append(final.to(orig.dtype))
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
