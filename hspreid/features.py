@@ -142,9 +142,9 @@ def write_features(out: str | Path, feats: dict[str, np.ndarray], *, dtype: str 
         group.attrs.update({**attrs, "embeddings": embeddings, "count": int(len(feats["pid"]))})
 
 
-def read_features(path: str | Path, rows: np.ndarray | None = None,
-                  names: "list[str] | None" = None) -> tuple[dict[str, np.ndarray], dict]:
-    """Arrays of ``features.zarr`` (embeddings as float32) and its attrs.
+def read_features(path: str | Path, rows: np.ndarray | None = None, names: "list[str] | None" = None,
+                  upcast: bool = True) -> tuple[dict[str, np.ndarray], dict]:
+    """Arrays of ``features.zarr`` (embeddings as float32 unless ``upcast=False``) and its attrs.
 
     ``names`` limits which arrays are read (default: all); ``rows`` reads only those rows, so a
     caller that needs the query and the gallery rows never holds the whole store twice.
@@ -160,5 +160,5 @@ def read_features(path: str | Path, rows: np.ndarray | None = None,
     for name in names if names is not None else list(attrs["embeddings"]) + list(LABEL_KEYS):
         arr = group[name]
         value = arr[...] if rows is None else arr.oindex[(np.asarray(rows, dtype=np.int64),)]
-        feats[name] = value.astype(np.float32, copy=False) if value.dtype.kind == "f" else value
+        feats[name] = value.astype(np.float32, copy=False) if upcast and value.dtype.kind == "f" else value
     return feats, attrs

@@ -38,9 +38,33 @@ def _normalised(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     return x.div_(x.norm(dim=-1, keepdim=True).clamp_(min=1e-12))
 
 
-def _weighted_parts(parts: torch.Tensor, visible: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-    """[N, K, D] parts, [N, K] visibility -> [N, K*D] of visibility-masked, per-part normalised features."""
-    return _normalised(parts, inplace).mul_(visible[..., None].to(parts.dtype)).flatten(1)
+def _weighted_parts(parts: ArrayLike, visible: torch.Tensor, inplace: bool, device: torch.device | None,
+                    chunk: int = 1024) -> torch.Tensor:
+    """[N, K, D] parts, [N, K] visibility -> [N, K*D] of visibility-masked, per-part normalised features.
+
+    Float16 parts stay float16 (half the memory; each chunk is normalised in float32 and written
+    back), so K x D part features of a Market-size gallery fit in well under 1.5 GB.
+    """
+    t = parts if isinstance(parts, torch.Tensor) else torch.from_numpy(np.asarray(parts))
+    if t.dtype != torch.float16:
+        t = as_float_tensor(t)
+    elif not inplace:
+        t = t.clone()
+    if t.dtype != torch.float16:
+        out = _normalised(t, inplace).mul_(visible[..., None].to(t.dtype)).flatten(1)
+        return out if device is None else out.to(device)
+    for s in range(0, len(t), chunk):
+        block = _normalised(t[s:s + chunk].float(), True).mul_(visible[s:s + chunk, :, None].float())
+        t[s:s + chunk] = block.half()
+    return (t if device is None else t.to(device)).flatten(1)
+
+
+def _matmul_t(a: torch.Tensor, b: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """``a @ b.T`` in float32; a float16 ``b`` is upcast a chunk of rows at a time."""
+    a = a.float()
+    if b.dtype == torch.float32:
+        return a @ b.T
+    return torch.cat([a @ b[s:s + chunk].float().T for s in range(0, len(b), chunk)], dim=1)
 
 
 class PartAwareDistance:
@@ -50,6 +74,7 @@ class PartAwareDistance:
     ``visible`` [N,K] bool, ...) to arrays. The gallery side is prepared once on ``device``.
     ``inplace=True`` normalises float32 CPU arrays where they are (no copy: peak memory stays at
     the size of the features, e.g. K = 6 parts at Market size); the caller's arrays change.
+    Float16 ``parts`` are kept in float16 and upcast a chunk at a time.
     """
 
     def __init__(self, query: Mapping[str, ArrayLike], gallery: Mapping[str, ArrayLike], mode: str = "global",
@@ -94,8 +119,8 @@ class PartAwareDistance:
             parts = [_normalised(t(c)).flatten(1) for c in self.components]
             return {"c": _normalised(torch.cat(parts, dim=1))}
         vis = t("visible")
-        out = {"f": _normalised(t("foreground"), self.inplace), "p": _weighted_parts(t("parts"), vis, self.inplace),
-               "v": vis}
+        out = {"f": _normalised(t("foreground"), self.inplace),
+               "p": _weighted_parts(feats["parts"], vis.cpu(), self.inplace, dev), "v": vis}
         if self.mode == "isp":
             out["g"] = _normalised(t("global"), self.inplace)
         return out
@@ -111,7 +136,7 @@ class PartAwareDistance:
         if self.mode == "concat":
             return 1.0 - q["c"] @ g["c"].T
         shared = q["v"] @ g["v"].T                     # number of shared visible parts
-        part_cos = q["p"] @ g["p"].T                   # sum of cosines over shared visible parts
+        part_cos = _matmul_t(q["p"], g["p"])           # sum of cosines over shared visible parts
         cos_f = q["f"] @ g["f"].T
         if self.mode == "isp":                         # ISP eq. 10, with d = 1 - cos (eq. 9)
             d_sum = (shared - part_cos) + (1.0 - q["g"] @ g["g"].T) + (1.0 - cos_f)

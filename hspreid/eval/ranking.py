@@ -57,8 +57,8 @@ def rank_feature_store(path, cfg: dict[str, Any], device: str | torch.device = "
 
     labels, attrs = read_features(path, names=list(LABELS))
     q_idx, g_idx = split_query_gallery(labels["query"], labels["gallery"], cfg["protocol"])
-    query, _ = read_features(path, q_idx, names=list(attrs["embeddings"]))
-    gallery, _ = read_features(path, g_idx, names=list(attrs["embeddings"]))
+    query, _ = read_features(path, q_idx, names=list(attrs["embeddings"]), upcast=False)
+    gallery, _ = read_features(path, g_idx, names=list(attrs["embeddings"]), upcast=False)
     return rank_features(labels, query, gallery, q_idx, g_idx, cfg, device, inplace=True), labels, attrs
 
 

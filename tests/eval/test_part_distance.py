@@ -1,6 +1,7 @@
 """ISP eq. 10, HCGA eq. 10, SPReID-style concatenation: checked pair by pair against the formulas."""
 import numpy as np
 import pytest
+import torch
 
 from hspreid.errors import UserError
 from hspreid.eval.part_distance import PartAwareDistance
@@ -79,3 +80,13 @@ def test_global_blocks_and_missing_features():
         PartAwareDistance({"global": q["global"]}, {"global": g["global"]}, "isp")
     with pytest.raises(UserError, match="distance"):
         PartAwareDistance(q, g, "l3")
+
+
+def test_float16_parts_give_the_same_distances():
+    q, g = feats(5, seed=7), feats(6, seed=8)
+    ref = PartAwareDistance(q, g, "isp").distance_block(np.arange(5)).numpy()
+    half = {k: (v.astype(np.float16) if k == "parts" else v) for k, v in q.items()}
+    ghalf = {k: (v.astype(np.float16) if k == "parts" else v) for k, v in g.items()}
+    pad = PartAwareDistance(half, ghalf, "isp", inplace=True)
+    assert pad.g["p"].dtype == torch.float16
+    assert np.allclose(pad.distance_block(np.arange(5)).numpy(), ref, atol=2e-3)

@@ -1,0 +1,372 @@
+"""ISP pseudo part labels (paper §3.2): per-identity cascaded clustering, batched over identities.
+
+For each identity, over *all* pixels of all its feature maps M (C x h x w each):
+
+1. foreground / background. Activation ``a = ||M(x, y)||_2 / max_(i,j) ||M(i, j)||_2`` per image
+   (eq. 3); with ``sharpen=True`` it is passed through ``sigmoid(10 a - 2)`` as the reference code
+   does (its ``ENHANCED`` flag, on by default there, off for Occluded-Duke). The identity's
+   activations are split by the *exact* 1-D 2-means (:func:`~hspreid.parsing.kmeans.two_means_1d`;
+   the reference runs faiss Lloyd from a random start, which usually lands on the same split);
+   the cluster with the higher mean is foreground.
+2. parts. Foreground pixel features are L2-normalised (eq. 4) and clustered into K-1 clusters
+   with :func:`~hspreid.parsing.kmeans.batched_kmeans`. As in the paper ("k-means" on D(x, y)) and
+   the reference (faiss, ``spherical=False``) this is plain euclidean Lloyd on the unit vectors --
+   centroids are *not* re-normalised. ``spherical=True`` switches to spherical (cosine) k-means.
+   (methods.md §8 item 2 calls it "cosine k-means"; §1(a) and the paper say euclidean on
+   normalised features, which is what is done by default.)
+3. the K-1 clusters are ranked by the mean row index of their pixels over all the identity's
+   images (top to bottom) and labelled 1..K-1; background is 0. Empty clusters rank last.
+
+Batching: identities are bucketed by size (sorted), at most ``ids_per_batch`` (and at most
+``max_points`` padded pixels) at a time; within a batch the k-means runs in sub-batches whose
+padding is at most ~25% of the real points. Each identity's random stream is seeded from
+``(seed, pid)``, so labels do not depend on ``ids_per_batch``, bucketing or device (up to float
+rounding). Peak memory is that of one batch.
+
+Entry points: :func:`cascaded_part_labels` (all maps in one tensor) and :func:`label_identities`
+(streaming: chunks grouped by identity in, (rows, labels) out -- write each to zarr as it comes,
+e.g. with :func:`write_rows`).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+
+from hspreid.errors import UserError
+
+from .kmeans import INITS, kmeans_fit, sse_1d, two_means_1d
+
+log = logging.getLogger("hspreid.parsing")
+
+_EPS = 1e-12
+_PAD_WASTE = 1.25          # k-means sub-batch: padded points <= 1.25 x real points (or one identity)
+
+
+def identity_seed(seed: int, pid: int) -> int:
+    """The k-means seed of identity ``pid``: a fixed mix of the run seed and the pid."""
+    return (int(seed) * 0x9E3779B1 + int(pid) * 0x85EBCA6B + 0x27D4EB2F) % (2 ** 63 - 1)
+
+
+def _check_parts(num_parts: int) -> int:
+    if not isinstance(num_parts, (int, np.integer)) or not 2 <= int(num_parts) <= 256:
+        raise UserError(f"num_parts must be an int in [2, 256] (background + K-1 parts), got {num_parts!r}")
+    return int(num_parts)
+
+
+def _activations(f: torch.Tensor, sharpen: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """f [n, C, h, w] -> (a [n*h*w] float32 in [0, 1] (sharpened if asked), norms [n*h*w] float32)."""
+    nrm = torch.linalg.vector_norm(f, dim=1, dtype=torch.float32).flatten(1)      # [n, hw]
+    a = nrm / nrm.amax(1, keepdim=True).clamp(min=_EPS)
+    if sharpen:
+        a = torch.sigmoid(10.0 * a - 2.0)
+    return a.reshape(-1), nrm.reshape(-1)
+
+
+def _sub_batches(sizes: list[int], limit: int | None) -> list[list[int]]:
+    """Split positions 0..len-1 (sizes ascending) into runs with padded total <= _PAD_WASTE x real
+    (and <= limit padded points, when given); an identity alone always forms a run."""
+    runs, cur, tot = [], [], 0
+    for i, m in enumerate(sizes):
+        pad = (len(cur) + 1) * max(m, 1)
+        if cur and (pad > _PAD_WASTE * (tot + m) or (limit is not None and pad > limit)):
+            runs.append(cur)
+            cur, tot = [], 0
+        cur.append(i)
+        tot += m
+    if cur:
+        runs.append(cur)
+    return runs
+
+
+def _label_batch(items: list[tuple[int, torch.Tensor]], num_parts: int, *, sharpen: bool, iters: int,
+                 init: str, seed: int, spherical: bool, max_points: int | None, device: torch.device,
+                 tol: float = 1e-6) -> tuple[list[torch.Tensor], list[dict]]:
+    """Pseudo labels for a batch of identities ``[(pid, features [n_i, C, h, w]), ...]``.
+
+    Returns (labels uint8 [n_i, h, w] on ``device`` for each item, per-identity stats dicts)."""
+    K1 = num_parts - 1
+    G = len(items)
+    feats, acts, norms = [], [], []
+    for pid, f in items:
+        f = f.to(device, non_blocking=True)
+        if not f.is_floating_point():
+            f = f.float()
+        a, nrm = _activations(f, sharpen)
+        feats.append(f)
+        acts.append(a)
+        norms.append(nrm)
+    C, h, w = feats[0].shape[1:]
+    hw = h * w
+    npix = [a.numel() for a in acts]
+    P = max(npix)
+    A = torch.zeros(G, P, dtype=torch.float32, device=device)
+    M = torch.zeros(G, P, dtype=torch.bool, device=device)
+    for i, a in enumerate(acts):
+        A[i, :a.numel()] = a
+        M[i, :a.numel()] = True
+    finite = torch.isfinite(A).all(1).tolist()
+    if not all(finite):
+        bad = [items[i][0] for i, ok in enumerate(finite) if not ok]
+        raise UserError(f"ISP pseudo labels: non-finite feature values for identity/ies {bad[:10]}")
+    fg, thr = two_means_1d(A, M, return_threshold=True)
+    fg_sse = sse_1d(A, M, fg).tolist()
+    thr = thr.tolist()
+    fg_idx = [fg[i, :npix[i]].nonzero()[:, 0] for i in range(G)]
+    nfg = [int(ix.numel()) for ix in fg_idx]
+    del A, M, fg, acts
+
+    stats = [{"pid": int(items[i][0]), "num_images": int(feats[i].shape[0]), "num_pixels": npix[i],
+              "num_foreground": nfg[i], "fg_threshold": float(thr[i]), "fg_sse": float(fg_sse[i]),
+              "part_inertia": 0.0, "part_sizes": np.zeros(K1, np.int64), "n_iter": 0} for i in range(G)]
+    out = [torch.zeros(npix[i], dtype=torch.uint8, device=device) for i in range(G)]
+
+    order = sorted(range(G), key=lambda i: (nfg[i], i))
+    for run in _sub_batches([nfg[i] for i in order], max_points):
+        ids = [order[r] for r in run]
+        ids = [i for i in ids if nfg[i] > 0]
+        if not ids:
+            continue
+        g = len(ids)
+        m = max(nfg[i] for i in ids)
+        X = torch.zeros(g, m, C, dtype=torch.float32, device=device)
+        R = torch.zeros(g, m, dtype=torch.float32, device=device)
+        mask = torch.zeros(g, m, dtype=torch.bool, device=device)
+        for b, i in enumerate(ids):
+            ix = fg_idx[i]
+            j, q = ix // hw, ix % hw
+            pts = feats[i].reshape(feats[i].shape[0], C, hw)[j, :, q]                  # [m_i, C]
+            X[b, :nfg[i]] = pts.float() / norms[i][ix].clamp(min=_EPS)[:, None]      # eq. 4
+            R[b, :nfg[i]] = torch.div(q, w, rounding_mode="floor").float()
+            mask[b, :nfg[i]] = True
+        seeds = [identity_seed(seed, items[i][0]) for i in ids]
+        lab, _, inertia, n_iter = kmeans_fit(X, mask, K1, iters=iters, init=init, seed=seeds,
+                                             cosine=spherical, tol=tol, prepared=True)
+        del X
+        labc = lab.clamp(min=0)
+        maskf = mask.float()
+        cnt = torch.zeros(g, K1, device=device).scatter_add_(1, labc, maskf)
+        rsum = torch.zeros(g, K1, device=device).scatter_add_(1, labc, R * maskf)
+        mean_row = torch.where(cnt > 0, rsum / cnt.clamp(min=1), torch.full_like(rsum, float("inf")))
+        rank_order = torch.argsort(mean_row, dim=1, stable=True)        # clusters top to bottom
+        rank = torch.argsort(rank_order, dim=1)                          # cluster -> its position
+        part = (rank.gather(1, labc) + 1).to(torch.uint8)                # [g, m]
+        sizes = cnt.gather(1, rank_order).long().cpu().numpy()
+        inertia, n_iter = inertia.tolist(), n_iter.tolist()
+        for b, i in enumerate(ids):
+            out[i][fg_idx[i]] = part[b, :nfg[i]]
+            stats[i].update(part_inertia=float(inertia[b]), part_sizes=sizes[b], n_iter=int(n_iter[b]))
+
+    for i, st in enumerate(stats):
+        pid = st["pid"]
+        if st["num_images"] == 1:
+            log.warning("ISP pseudo labels: identity %s has a single image; its parts come from that image alone", pid)
+        if thr[i] == float("-inf"):
+            log.warning("ISP pseudo labels: identity %s has constant activations, no foreground/background "
+                        "split; all its pixels are taken as foreground", pid)
+        if st["num_foreground"] < K1:
+            log.warning("ISP pseudo labels: identity %s has %d foreground pixels for %d parts; some parts stay empty",
+                        pid, st["num_foreground"], K1)
+        elif int((st["part_sizes"] > 0).sum()) < K1:
+            log.warning("ISP pseudo labels: identity %s: k-means found only %d non-empty parts of %d "
+                        "(constant or degenerate features)", pid, int((st["part_sizes"] > 0).sum()), K1)
+    labels = [o.view(f.shape[0], h, w) for o, f in zip(out, feats)]
+    return labels, stats
+
+
+def _plan(sizes: list[int], ids_per_batch: int, max_points: int | None) -> list[list[int]]:
+    """Batches of identity positions (sizes ascending): <= ids_per_batch each and, with max_points,
+    batch_len x largest size <= max_points (one identity always fits)."""
+    batches, cur = [], []
+    for i, s in enumerate(sizes):
+        if cur and (len(cur) >= ids_per_batch or (max_points is not None and (len(cur) + 1) * s > max_points)):
+            batches.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+def _check_common(ids_per_batch, iters, init, max_points):
+    if int(ids_per_batch) < 1:
+        raise UserError(f"ids_per_batch must be >= 1, got {ids_per_batch}")
+    if int(iters) < 0:
+        raise UserError(f"iters must be >= 0, got {iters}")
+    if init not in INITS:
+        raise UserError(f"init must be one of {INITS}, got {init!r}")
+    if max_points is not None and int(max_points) < 1:
+        raise UserError(f"max_points must be >= 1 or None, got {max_points}")
+
+
+def _stats_table(stats: list[dict], K1: int) -> dict:
+    stats = sorted(stats, key=lambda s: s["pid"])
+    tab = {k: np.array([s[k] for s in stats]) for k in stats[0] if k != "part_sizes"} if stats else {}
+    tab["part_sizes"] = np.stack([s["part_sizes"] for s in stats]) if stats else np.zeros((0, K1), np.int64)
+    return tab
+
+
+def cascaded_part_labels(features: torch.Tensor, pids, num_parts: int, *, sharpen: bool = False,
+                         iters: int = 20, init: str = "kmeans++", seed: int = 0, ids_per_batch: int = 64,
+                         max_points: int | None = None, return_stats: bool = False, spherical: bool = False,
+                         device: torch.device | str | None = None):
+    """ISP pseudo part labels of N feature maps: features float [N, C, h, w], pids [N].
+
+    Returns uint8 [N, h, w] on the features' device: 0 background, 1..num_parts-1 parts ordered top
+    to bottom by mean row over the identity's images. With ``return_stats=True`` returns
+    ``(labels, stats)``, stats a dict of per-identity arrays sorted by pid: pid, num_images,
+    num_pixels, num_foreground, fg_threshold (on the (sharpened) activation; -inf = no split),
+    fg_sse (1-D 2-means SSE), part_inertia (k-means inertia on the normalised foreground
+    features), part_sizes [n_ids, K-1] (pixels per part, top to bottom), n_iter.
+
+    Identities are processed ``ids_per_batch`` at a time (sorted by size); ``max_points`` further
+    caps a batch's padded pixel count (identities x largest identity's h*w*images). Computation
+    runs on ``device`` (default: the features' device -- CUDA features are clustered on the GPU).
+    An identity with a single image, with fewer foreground pixels than num_parts-1 or with constant
+    features gets valid labels and a warning on the ``hspreid.parsing`` logger.
+    """
+    K = _check_parts(num_parts)
+    _check_common(ids_per_batch, iters, init, max_points)
+    if not isinstance(features, torch.Tensor) or features.dim() != 4:
+        raise UserError(f"cascaded_part_labels: features must be a [N, C, h, w] tensor, got "
+                        f"{getattr(features, 'shape', type(features))}")
+    pid_np = np.asarray(pids.cpu() if isinstance(pids, torch.Tensor) else pids).reshape(-1)
+    N, _, h, w = features.shape
+    if pid_np.shape[0] != N:
+        raise UserError(f"cascaded_part_labels: {pid_np.shape[0]} pids for {N} feature maps")
+    dev = torch.device(device) if device is not None else features.device
+    out = torch.zeros(N, h, w, dtype=torch.uint8, device=features.device)
+    uniq, inv = np.unique(pid_np, return_inverse=True)
+    groups = [np.flatnonzero(inv == u) for u in range(len(uniq))]
+    order = sorted(range(len(uniq)), key=lambda u: (len(groups[u]), u))
+    all_stats = []
+    for batch in _plan([len(groups[u]) * h * w for u in order], int(ids_per_batch), max_points):
+        us = [order[b] for b in batch]
+        items = []
+        for u in us:
+            idx = torch.from_numpy(groups[u]).to(features.device)
+            items.append((int(uniq[u]), features.index_select(0, idx)))
+        labels, stats = _label_batch(items, K, sharpen=sharpen, iters=iters, init=init, seed=seed,
+                                     spherical=spherical, max_points=max_points, device=dev)
+        for u, lab in zip(us, labels):
+            out[torch.from_numpy(groups[u]).to(out.device)] = lab.to(out.device)
+        all_stats += stats
+        del items, labels
+    if return_stats:
+        return out, _stats_table(all_stats, K - 1)
+    return out
+
+
+def label_identities(chunks: Iterable[tuple], num_parts: int, *, ids_per_batch: int = 64,
+                     max_points: int | None = None, sharpen: bool = False, iters: int = 20,
+                     init: str = "kmeans++", seed: int = 0, spherical: bool = False,
+                     device: torch.device | str | None = None,
+                     on_stats: Callable[[dict], None] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Streaming ISP pseudo labels. ``chunks`` yields ``(features [n, C, h, w], pids [n], rows [n])``
+    with every identity's rows contiguous in the stream (a chunk may hold several identities or
+    part of one; an identity may span chunks). Yields ``(rows int64 [m], labels uint8 [m, h, w])``
+    numpy pairs, one per processed batch of identities, rows ascending -- write each straight into
+    the label array (``array.oindex[rows] = labels``, or :func:`write_rows` for contiguous runs).
+
+    Only the current batch (<= ids_per_batch complete identities, <= max_points padded pixels) and
+    the identity being received are held, so memory does not grow with the number of identities.
+    An identity that reappears after another one started raises UserError. ``on_stats`` is called
+    with each identity's stats dict (see :func:`cascaded_part_labels`). Same labels as
+    :func:`cascaded_part_labels` for the same arguments.
+    """
+    K = _check_parts(num_parts)
+    _check_common(ids_per_batch, iters, init, max_points)
+    seen: set[int] = set()
+    pending: list[tuple[int, torch.Tensor, np.ndarray]] = []
+    cur_pid, cur_f, cur_r = None, [], []
+    shape = None
+
+    def run(batch):
+        dev = torch.device(device) if device is not None else batch[0][1].device
+        batch = sorted(batch, key=lambda t: (t[1].shape[0], t[0]))
+        labels, stats = _label_batch([(p, f) for p, f, _ in batch], K, sharpen=sharpen, iters=iters,
+                                     init=init, seed=seed, spherical=spherical, max_points=max_points,
+                                     device=dev)
+        rows = np.concatenate([r for _, _, r in batch])
+        lab = torch.cat([x.cpu() for x in labels]).numpy()
+        if on_stats is not None:
+            for st in stats:
+                on_stats(st)
+        o = np.argsort(rows, kind="stable")
+        return rows[o], lab[o]
+
+    def close_current():
+        nonlocal cur_pid, cur_f, cur_r
+        if cur_pid is None:
+            return None
+        f = cur_f[0] if len(cur_f) == 1 else torch.cat(cur_f)
+        item = (cur_pid, f, np.concatenate(cur_r))
+        cur_pid, cur_f, cur_r = None, [], []
+        return item
+
+    def fits(item):
+        if not pending:
+            return True
+        if len(pending) >= ids_per_batch:
+            return False
+        if max_points is not None:
+            big = max(t[1].shape[0] for t in pending + [item]) * item[1].shape[2] * item[1].shape[3]
+            return (len(pending) + 1) * big <= max_points
+        return True
+
+    for chunk in chunks:
+        try:
+            f, p, r = chunk
+        except (TypeError, ValueError):
+            raise UserError("label_identities: each chunk must be (features [n, C, h, w], pids [n], rows [n])") from None
+        if not isinstance(f, torch.Tensor):
+            f = torch.from_numpy(np.asarray(f))
+        p = np.asarray(p.cpu() if isinstance(p, torch.Tensor) else p).reshape(-1).astype(np.int64)
+        r = np.asarray(r.cpu() if isinstance(r, torch.Tensor) else r).reshape(-1).astype(np.int64)
+        if f.dim() != 4 or f.shape[0] != p.shape[0] or r.shape[0] != p.shape[0]:
+            raise UserError(f"label_identities: chunk shapes features {tuple(f.shape)}, pids {p.shape}, "
+                            f"rows {r.shape} do not match ([n, C, h, w], [n], [n])")
+        if shape is None:
+            shape = tuple(f.shape[1:])
+        elif tuple(f.shape[1:]) != shape:
+            raise UserError(f"label_identities: feature maps changed shape from {shape} to {tuple(f.shape[1:])}")
+        if p.size == 0:
+            continue
+        cuts = np.concatenate([[0], np.flatnonzero(np.diff(p)) + 1, [p.size]])
+        for s, e in zip(cuts[:-1], cuts[1:]):
+            pid = int(p[s])
+            if pid != cur_pid:
+                item = close_current()
+                if item is not None:
+                    if not fits(item):
+                        yield run(pending)
+                        pending = []
+                    pending.append(item)
+                if pid in seen:
+                    raise UserError(f"label_identities: identity {pid} appears again after other identities; "
+                                    "the stream must be grouped by identity")
+                seen.add(pid)
+                cur_pid = pid
+            cur_f.append(f[s:e])
+            cur_r.append(r[s:e])
+    item = close_current()
+    if item is not None:
+        if not fits(item):
+            yield run(pending)
+            pending = []
+        pending.append(item)
+    if pending:
+        yield run(pending)
+
+
+def write_rows(array, rows: np.ndarray, labels: np.ndarray) -> None:
+    """Write ``labels`` into ``array`` (zarr or numpy, first axis = row) at ``rows``, one slice
+    assignment per contiguous run of rows (rows ascending, as :func:`label_identities` yields)."""
+    rows = np.asarray(rows)
+    if rows.size == 0:
+        return
+    cuts = np.concatenate([[0], np.flatnonzero(np.diff(rows) != 1) + 1, [rows.size]])
+    for s, e in zip(cuts[:-1], cuts[1:]):
+        array[int(rows[s]):int(rows[s]) + int(e - s)] = labels[s:e]
