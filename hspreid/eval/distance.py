@@ -27,6 +27,16 @@ def as_float_tensor(x: ArrayLike, device: torch.device | str | None = None) -> t
     return t if device is None else t.to(device)
 
 
+def resolve_device(device: torch.device | str | None, *features: object) -> torch.device:
+    """``device`` if given, else the device of the first torch tensor among ``features``, else CPU."""
+    if device is not None:
+        return torch.device(device)
+    for f in features:
+        if isinstance(f, torch.Tensor):
+            return f.device
+    return torch.device("cpu")
+
+
 def l2_normalize(x: ArrayLike, dim: int = -1, eps: float = 1e-12) -> torch.Tensor:
     """``x / max(|x|_2, eps)`` along ``dim`` (same as ``torch.nn.functional.normalize``)."""
     return torch.nn.functional.normalize(as_float_tensor(x), p=2.0, dim=dim, eps=eps)

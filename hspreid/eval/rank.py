@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from .distance import ArrayLike, as_float_tensor, block_distance, check_metric, prepare_gallery
+from .distance import ArrayLike, as_float_tensor, block_distance, check_metric, prepare_gallery, resolve_device
 
 AP_MODES = ("non_interpolated", "trapezoid")
 
@@ -251,15 +251,6 @@ def evaluate_rank(
     return _summarise(_score_blocks(blocks, labels, ap), int(max_rank))
 
 
-def _resolve_device(device: torch.device | str | None, *features: Any) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    for f in features:
-        if isinstance(f, torch.Tensor):
-            return f.device
-    return torch.device("cpu")
-
-
 def _feature_block_fn(qf: ArrayLike, gf: ArrayLike, metric: str, device: torch.device,
                       num_q: int, num_g: int) -> Callable[[slice], torch.Tensor]:
     """Distance-block function from features; the gallery is prepared once on ``device``."""
@@ -326,7 +317,7 @@ def evaluate_features(
     """
     _check_options(max_rank, ap, block)
     num_q, num_g = len(_to_numpy(q_pids).reshape(-1)), len(_to_numpy(g_pids).reshape(-1))
-    device = _resolve_device(device, qf, gf)
+    device = resolve_device(device, qf, gf)
     if distance_fn is not None:
         dist_of = _custom_block_fn(distance_fn, device, num_g)
     elif qf is None or gf is None:

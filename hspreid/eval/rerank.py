@@ -52,7 +52,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from .distance import ArrayLike, as_float_tensor, block_distance, check_metric, prepare_gallery
+from .distance import ArrayLike, as_float_tensor, block_distance, check_metric, prepare_gallery, resolve_device
 
 __all__ = ["KReciprocalReranker", "k_reciprocal_rerank", "rerank_distmat"]
 
@@ -62,15 +62,6 @@ _SET_ELEMS = 2**23  # budget for the (rows x k x k x k) comparison tensors of th
 
 
 # ----------------------------------------------------------------------------- small helpers
-def _resolve_device(device: torch.device | str | None, *features: Any) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    for f in features:
-        if isinstance(f, torch.Tensor):
-            return f.device
-    return torch.device("cpu")
-
-
 def _fixed_sum(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
     """float64 ``out[index[n]] += values[n]`` via int64 fixed point: order-independent, so
     deterministic on CUDA too. Accurate to ~1e-12 for non-negative values summing to < 2^22."""
@@ -270,7 +261,7 @@ class KReciprocalReranker:
             raise ValueError(f"power must be 1 or 2, got {power}")
         if min(int(block), int(query_block), int(max_expand)) < 1:
             raise ValueError("block, query_block and max_expand must be >= 1")
-        self.device = _resolve_device(device, qf, gf)
+        self.device = resolve_device(device, qf, gf)
         q, g = as_float_tensor(qf, self.device), as_float_tensor(gf, self.device)
         if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1] or len(q) == 0 or len(g) == 0:
             raise ValueError(f"features must be non-empty 2-D arrays of equal width, got "
