@@ -26,13 +26,12 @@ the CPU). Inertia: 1-D 2-means SSE and part k-means inertia, summed over identit
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from _common import emit, peak_rss_mb, reset_peak_rss, run_in_subprocess
 
 MARKET_MAPS, MARKET_IDS = 12936, 751
 C, H, W = 256, 64, 32
@@ -77,12 +76,14 @@ def identity_maps(pid: int, n: int, parts: int, device: str, seed: int = 0):
 
 def stream(n_ids: int, counts: np.ndarray, parts: int, device: str, timer: dict):
     """(features, pids, rows) chunks, one identity per chunk; generation time goes to timer['gen']."""
+    import torch
+
     row = 0
     for pid in range(n_ids):
         t0 = time.perf_counter()
-        f = identity_maps(pid, int(counts[pid]), parts, device)
+        # pixel-major (channels_last) maps, as the reference keeps them ((N, H*W, C) on the host)
+        f = identity_maps(pid, int(counts[pid]), parts, device).contiguous(memory_format=torch.channels_last)
         if device == "cuda":
-            import torch
             torch.cuda.synchronize()
         timer["gen"] += time.perf_counter() - t0
         n = f.shape[0]
@@ -90,19 +91,12 @@ def stream(n_ids: int, counts: np.ndarray, parts: int, device: str, timer: dict)
         row += n
 
 
-def _rss_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def reference_identity(f: np.ndarray, parts: int, iters: int, sharpen: bool, seed: int):
     """ISP's per-identity cascaded clustering with scikit-learn; f [n, C, h, w] float32 (CPU)."""
     from sklearn.cluster import KMeans
 
     n = f.shape[0]
-    X = f.reshape(n, C, H * W).transpose(0, 2, 1)                      # (n, hw, C) as in the reference
+    X = f.transpose(0, 2, 3, 1).reshape(n, H * W, C)                  # (n, hw, C) as in the reference
     nrm = np.linalg.norm(X, axis=2)
     a = nrm / np.maximum(nrm.max(1, keepdims=True), 1e-12)
     if sharpen:
@@ -136,8 +130,7 @@ def worker(kind: str, n_ids: int, args) -> dict:
         torch.cuda.init()
         torch.cuda.reset_peak_memory_stats()
         base_gpu = torch.cuda.memory_allocated()
-    Path("/proc/self/clear_refs").write_text("5")
-    base = _rss_mb("VmRSS")
+    base = reset_peak_rss()
     fg_sse = part_inertia = 0.0
     nfg = []
     t0 = time.perf_counter()
@@ -155,7 +148,7 @@ def worker(kind: str, n_ids: int, args) -> dict:
         fg_sse, part_inertia = [], []
         for f, pids, rows in stream(n_ids, scaled_counts, args.parts, args.device, timer):
             t1 = time.perf_counter()
-            fn = f.cpu().numpy()
+            fn = f.cpu().numpy()          # [n, C, H, W] view of pixel-major memory
             timer["gen"] += time.perf_counter() - t1
             _, s1, s2, m = reference_identity(fn, args.parts, args.iters, args.sharpen, int(pids[0]))
             fg_sse.append(s1)
@@ -168,21 +161,21 @@ def worker(kind: str, n_ids: int, args) -> dict:
         total = time.perf_counter() - t0
     out = {"kind": kind, "n_ids": n_ids, "n_maps": int(scaled_counts.sum()), "seconds": total - timer["gen"],
            "gen_seconds": timer["gen"], "fg_sse": fg_sse, "part_inertia": part_inertia, "nfg": nfg,
-           "peak_rss_mb": _rss_mb("VmHWM") - base}
+           "peak_rss_mb": peak_rss_mb() - base}
     if args.device == "cuda":
         out["peak_gpu_mb"] = (torch.cuda.max_memory_allocated() - base_gpu) / 2 ** 20
     return out
 
 
 def run_sub(kind: str, n_ids: int, args) -> dict:
-    cmd = [sys.executable, __file__, "--worker", kind, "--n-ids", str(n_ids), "--device", args.device,
-           "--parts", str(args.parts), "--iters", str(args.iters), "--ids-per-batch", str(args.ids_per_batch),
-           "--threads", str(args.threads)] + ([] if args.sharpen else ["--no-sharpen"])
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode != 0:
-        sys.stderr.write(res.stderr)
-        raise SystemExit(f"worker {kind} failed")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    worker_args = ["--worker", kind, "--n-ids", str(n_ids), "--device", args.device,
+                   "--parts", str(args.parts), "--iters", str(args.iters), "--ids-per-batch", str(args.ids_per_batch),
+                   "--threads", str(args.threads)] + ([] if args.sharpen else ["--no-sharpen"])
+    try:
+        return run_in_subprocess(__file__, *worker_args)
+    except subprocess.CalledProcessError as failed:
+        sys.stderr.write(failed.stderr)
+        raise SystemExit(f"worker {kind} failed") from None
 
 
 def main() -> None:
@@ -202,7 +195,7 @@ def main() -> None:
     if args.ids_per_batch is None:
         args.ids_per_batch = 64 if args.device == "cuda" else 16
     if args.worker:
-        print(json.dumps(worker(args.worker, args.n_ids, args)))
+        emit(worker(args.worker, args.n_ids, args))
         return
     scale = args.scale if args.scale is not None else (1.0 if args.device == "cuda" else 0.1)
     n_ids = max(2, int(round(MARKET_IDS * scale)))

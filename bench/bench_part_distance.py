@@ -15,14 +15,12 @@ Peak RSS is the process's high-water mark (VmHWM) minus its RSS before the measu
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from _common import Measurement, emit, run_in_subprocess
 
 
 def make_store(path: Path, num_q: int, num_g: int, k: int, dim: int, dtype: str, seed: int = 0) -> None:
@@ -46,13 +44,6 @@ def make_store(path: Path, num_q: int, num_g: int, k: int, dim: int, dtype: str,
     write_features(path, feats, dtype=dtype, attrs={})
 
 
-def _rss_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def worker(kind: str, store: Path) -> dict:
     import torch
 
@@ -60,9 +51,7 @@ def worker(kind: str, store: Path) -> dict:
     from hspreid.eval.ranking import rank_config, rank_feature_store
 
     torch.set_num_threads(2)
-    Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark
-    base = _rss_mb("VmRSS")
-    t0 = time.perf_counter()
+    meas = Measurement()  # resets the high-water mark
     if kind == "ours":
         r, _, _ = rank_feature_store(store, rank_config({"distance": "isp"}))
         cmc, mAP = r.cmc, r.mAP
@@ -83,7 +72,7 @@ def worker(kind: str, store: Path) -> dict:
         d = ((shared * per_part).sum(0) + (1 - unit(f["global"][q]) @ unit(f["global"][g]).T)
              + (1 - unit(f["foreground"][q]) @ unit(f["foreground"][g]).T)) / (shared.sum(0) + 2)
         cmc, mAP, _ = evaluate_rank(d.astype(np.float32), f["pid"][q], f["pid"][g], f["camid"][q], f["camid"][g])
-    return {"seconds": time.perf_counter() - t0, "peak_mb": _rss_mb("VmHWM") - base,
+    return {"seconds": meas.seconds(), "peak_mb": meas.peak_increase_mb(),
             "rank1": float(cmc[0]), "mAP": float(mAP)}
 
 
@@ -99,7 +88,7 @@ def main() -> None:
     ap.add_argument("--_store", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._worker:
-        print(json.dumps(worker(args._worker, args._store)))
+        emit(worker(args._worker, args._store))
         return
     num_q, num_g = (337, 1591) if args.quick else (3368, 15913)
     with tempfile.TemporaryDirectory() as tmp:
@@ -112,12 +101,11 @@ def main() -> None:
         results = {}
         for kind, label in (("ours", "ours: rank_feature_store (blocked, in place)"),
                             ("reference", "reference: Q x G x K distances held at once"))[:1 if args.skip_reference else 2]:
-            out = subprocess.run([sys.executable, __file__, "--_worker", kind, "--_store", str(store)],
-                                 capture_output=True, text=True)
-            if out.returncode:
-                print(f"{label:<44}  failed: {out.stderr.strip().splitlines()[-1]}")
+            try:
+                r = results[kind] = run_in_subprocess(__file__, "--_worker", kind, "--_store", str(store))
+            except subprocess.CalledProcessError as failed:
+                print(f"{label:<44}  failed: {failed.stderr.strip().splitlines()[-1]}")
                 continue
-            r = results[kind] = json.loads(out.stdout.strip().splitlines()[-1])
             print(f"{label:<44}{r['seconds']:>9.2f}{r['peak_mb']:>10.0f}{100 * r['rank1']:>8.2f}{100 * r['mAP']:>8.2f}")
         if len(results) == 2:
             o, r = results["ours"], results["reference"]

@@ -12,7 +12,8 @@ peak RSS increase during the call (Linux: peak counter reset via ``/proc/self/cl
 * ``ours: evaluate_rank``      -- blocked evaluation of a precomputed float32 distance matrix;
 * ``ours: evaluate_features``  -- distances computed block by block from features (no Q x G matrix);
 * ``reference``                -- a faithful copy of torchreid ``metrics/rank.py::eval_market1501``
-  (full ``np.argsort`` of the Q x G matrix, per-query Python loop) plus fast-reid's mINP lines.
+  (full ``np.argsort`` of the Q x G matrix, per-query Python loop) plus fast-reid's mINP lines
+  (``bench/_references.py``).
 
 The script checks that all three give the same CMC / mAP / mINP.
 
@@ -21,31 +22,13 @@ Usage: ``python bench/bench_rank.py [--quick] [--sizes mars market] [--threads N
 from __future__ import annotations
 
 import argparse
-import json
-import resource
-import subprocess
 import sys
 import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-
-@dataclass(frozen=True)
-class Size:
-    name: str
-    num_q: int
-    num_g: int
-    num_ids: int
-    num_cams: int = 6
-    distractor_frac: float = 0.0
-
+from _common import Measurement, Size, emit, load_labels, make_features, run_in_subprocess, runtime_line, save_arrays
+from _references import eval_market1501_reference
 
 SIZES = {
     "mars": Size("MARS", 1980, 11310, 625, distractor_frac=0.03),
@@ -63,96 +46,12 @@ def make_data(size: Size, out: Path, dtype: str, dim: int = 512, seed: int = 0) 
     """Write float32 qf, gf, the cosine distmat (``dtype``) and labels to ``out`` as .npy files."""
     from hspreid.eval import pairwise_distance
 
-    rng = np.random.default_rng(seed)
-    centers = rng.standard_normal((size.num_ids + 1, dim)).astype(np.float32)
-    cam_offsets = rng.standard_normal((size.num_cams, dim)).astype(np.float32)
-
-    def sample(pids: np.ndarray, cams: np.ndarray) -> np.ndarray:
-        """Identity centre + camera offset + noise; distractors (pid 0) get a centre of their own."""
-        base = centers[pids]
-        base[pids == 0] = rng.standard_normal((int((pids == 0).sum()), dim))
-        noise = rng.standard_normal((len(pids), dim)).astype(np.float32)
-        return base + 0.6 * cam_offsets[cams] + 2.0 * noise
-
-    g_pids = rng.integers(1, size.num_ids + 1, size=size.num_g)
-    g_pids[rng.random(size.num_g) < size.distractor_frac] = 0  # pid 0: distractors
-    g_camids = rng.integers(0, size.num_cams, size=size.num_g)
-    q_pids = rng.integers(1, size.num_ids + 1, size=size.num_q)
-    q_camids = rng.integers(0, size.num_cams, size=size.num_q)
-    qf, gf = sample(q_pids, q_camids), sample(g_pids, g_camids)
-    arrays = {
-        "qf": qf, "gf": gf,
-        "distmat": pairwise_distance(qf.astype(dtype), gf.astype(dtype), "cosine").numpy(),
-        "q_pids": q_pids, "g_pids": g_pids, "q_camids": q_camids, "g_camids": g_camids,
-    }
-    for key, value in arrays.items():
-        np.save(out / f"{key}.npy", value)
-
-
-# ----------------------------------------------------------------------------- reference
-def eval_market1501_reference(distmat, q_pids, g_pids, q_camids, g_camids, max_rank):
-    """torchreid ``eval_market1501`` (Python path), with fast-reid's mINP lines added."""
-    num_q, num_g = distmat.shape
-    if num_g < max_rank:
-        max_rank = num_g
-    indices = np.argsort(distmat, axis=1)
-    matches = (g_pids[indices] == q_pids[:, np.newaxis]).astype(np.int32)
-    all_cmc, all_AP, all_INP = [], [], []
-    num_valid_q = 0.0
-    for q_idx in range(num_q):
-        q_pid, q_camid = q_pids[q_idx], q_camids[q_idx]
-        order = indices[q_idx]
-        remove = (g_pids[order] == q_pid) & (g_camids[order] == q_camid)
-        keep = np.invert(remove)
-        raw_cmc = matches[q_idx][keep]
-        if not np.any(raw_cmc):
-            continue
-        cmc = raw_cmc.cumsum()
-        max_pos_idx = np.max(np.where(raw_cmc == 1))  # fast-reid mINP
-        all_INP.append(cmc[max_pos_idx] / (max_pos_idx + 1.0))
-        cmc[cmc > 1] = 1
-        all_cmc.append(cmc[:max_rank])
-        num_valid_q += 1.0
-        num_rel = raw_cmc.sum()
-        tmp_cmc = raw_cmc.cumsum()
-        tmp_cmc = [x / (i + 1.0) for i, x in enumerate(tmp_cmc)]
-        tmp_cmc = np.asarray(tmp_cmc) * raw_cmc
-        all_AP.append(tmp_cmc.sum() / num_rel)
-    assert num_valid_q > 0, "Error: all query identities do not appear in gallery"
-    all_cmc = np.asarray(all_cmc).astype(np.float32)
-    all_cmc = all_cmc.sum(0) / num_valid_q
-    return all_cmc, float(np.mean(all_AP)), float(np.mean(all_INP))
+    arrays = make_features(size, dim, seed)
+    arrays["distmat"] = pairwise_distance(arrays["qf"].astype(dtype), arrays["gf"].astype(dtype), "cosine").numpy()
+    save_arrays(out, arrays)
 
 
 # ----------------------------------------------------------------------------- worker (subprocess)
-def _status_mb(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024.0
-    raise KeyError(field)
-
-
-def _reset_peak_rss() -> float:
-    """Reset the kernel's peak-RSS counter (Linux ``clear_refs`` 5) and return the current RSS in MB;
-    falls back to ``ru_maxrss`` (then earlier peaks can hide part of the increase)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return _status_mb("VmRSS")
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def _peak_rss_mb() -> float:
-    """Peak RSS in MB: ``VmHWM`` (follows the reset; ``ru_maxrss`` of a forked-then-exec'd child
-    also carries the parent's size at fork time), else ``ru_maxrss``."""
-    try:
-        return _status_mb("VmHWM")
-    except (OSError, KeyError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
-
-
 def run_worker(method: str, data: Path, block: int, threads: int, device: str) -> dict:
     """Load inputs, then time one evaluation; returns seconds, peak RSS increase and metrics."""
     import torch
@@ -161,13 +60,12 @@ def run_worker(method: str, data: Path, block: int, threads: int, device: str) -
 
     if threads > 0:
         torch.set_num_threads(threads)
-    labels = [np.load(data / f"{k}.npy") for k in ("q_pids", "g_pids", "q_camids", "g_camids")]
+    labels = load_labels(data)
     if method == "evaluate_features":
         qf, gf = np.load(data / "qf.npy"), np.load(data / "gf.npy")
     else:
         distmat = np.load(data / "distmat.npy")
-    base = _reset_peak_rss()
-    t0 = time.perf_counter()
+    meas = Measurement()
     if method == "evaluate_rank":
         dm = torch.from_numpy(distmat).to(device) if device != "cpu" else distmat
         cmc, mAP, mINP = evaluate_rank(dm, *labels, max_rank=50, block=block)
@@ -178,17 +76,15 @@ def run_worker(method: str, data: Path, block: int, threads: int, device: str) -
         cmc, mAP, mINP = eval_market1501_reference(distmat, *labels, max_rank=50)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
-    return {"method": method, "seconds": seconds, "peak_mb": _peak_rss_mb() - base,
+    seconds = meas.seconds()
+    return {"method": method, "seconds": seconds, "peak_mb": meas.peak_increase_mb(),
             "cmc": [float(c) for c in cmc], "mAP": mAP, "mINP": mINP}
 
 
 def measure(method: str, data: Path, args: argparse.Namespace) -> dict:
     device = "cpu" if method == "reference" else args.device
-    cmd = [sys.executable, __file__, "--_worker", method, "--_data", str(data),
-           "--block", str(args.block), "--threads", str(args.threads), "--device", device]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return run_in_subprocess(__file__, "--_worker", method, "--_data", str(data),
+                             "--block", str(args.block), "--threads", str(args.threads), "--device", device)
 
 
 # ----------------------------------------------------------------------------- report
@@ -210,8 +106,7 @@ def verdict(a: dict, ref: dict) -> str:
 
 def print_table(size: Size, results: dict[str, dict]) -> None:
     ref = results["reference"]
-    print(f"\n{size.name}: {size.num_q} queries x {size.num_g} gallery, {size.num_ids} ids, "
-          f"{size.num_cams} cams")
+    print(f"\n{size.describe()}, {size.num_cams} cams")
     print(f"{'method':<32}{'seconds':>9}{'ref/ours':>10}{'peak dRSS MB':>14}"
           f"{'R1':>8}{'R5':>8}{'mAP':>8}{'mINP':>8}{'max|d| vs ref':>15}")
     for method in METHODS:
@@ -238,14 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args._worker:
-        print(json.dumps(run_worker(args._worker, args._data, args.block, args.threads, args.device)))
+        emit(run_worker(args._worker, args._data, args.block, args.threads, args.device))
         return 0
 
-    import torch
-
-    threads = args.threads or torch.get_num_threads()
-    print(f"torch {torch.__version__}, numpy {np.__version__}; ours on {args.device} with {threads} "
-          f"torch thread(s), block={args.block}; reference is single-threaded numpy; "
+    print(f"{runtime_line(args.device, args.threads)}, block={args.block}; reference is single-threaded numpy; "
           f"distmat {args.dtype}, features float32")
     table = QUICK_SIZES if args.quick else SIZES
     worst = "exact"
