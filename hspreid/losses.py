@@ -47,7 +47,24 @@ def _triplet_term(out: dict, batch: dict, heads: list[str], margin: float = 0.3)
     return sum(batch_hard_triplet(out["features"][h], batch["label"], margin) for h in heads) / len(heads)
 
 
-LOSS_TERMS: dict[str, Callable[..., torch.Tensor]] = {"id": _id_term, "triplet": _triplet_term}
+def parsing_loss(part_logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+    """ISP eq. 6: pixel-wise cross-entropy of the part classifier against pseudo part labels.
+
+    ``part_logits`` [N, K, h, w]; ``labels`` [N, H, W] (any resolution: nearest-resized to h x w);
+    pixels labelled ``ignore_index`` do not count. Averaged over counted pixels (eq. 6 sums; the
+    reference code averages, which only rescales alpha).
+    """
+    if labels.shape[-2:] != part_logits.shape[-2:]:
+        labels = F.interpolate(labels[:, None].float(), size=part_logits.shape[-2:], mode="nearest")[:, 0]
+    return F.cross_entropy(part_logits.float(), labels.long(), ignore_index=ignore_index)
+
+
+def _parsing_term(out: dict, batch: dict, heads: list[str], ignore_index: int = 255) -> torch.Tensor:
+    return parsing_loss(out["part_logits"], batch["part_labels"].flatten(0, 1), ignore_index)
+
+
+LOSS_TERMS: dict[str, Callable[..., torch.Tensor]] = {"id": _id_term, "triplet": _triplet_term,
+                                                      "parsing": _parsing_term}
 
 
 class Criterion:

@@ -8,8 +8,9 @@ from torch import nn
 
 from hspreid.errors import UserError
 from hspreid.models.baseline import Baseline
+from hspreid.models.isp import ISP
 
-MODELS: dict[str, type[nn.Module]] = {"baseline": Baseline}
+MODELS: dict[str, type[nn.Module]] = {"baseline": Baseline, "isp": ISP}
 
 
 def build_model(cfg: dict[str, Any], num_classes: int) -> nn.Module:
