@@ -28,10 +28,11 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
-from _common import emit, peak_rss_mb, reset_peak_rss, run_in_subprocess
+from _common import Measurement, emit, run_in_subprocess, runtime_line
 
 MARKET_MAPS, MARKET_IDS = 12936, 751
 C, H, W = 256, 64, 32
@@ -91,8 +92,9 @@ def stream(n_ids: int, counts: np.ndarray, parts: int, device: str, timer: dict)
         row += n
 
 
-def reference_identity(f: np.ndarray, parts: int, iters: int, sharpen: bool, seed: int):
-    """ISP's per-identity cascaded clustering with scikit-learn; f [n, C, h, w] float32 (CPU)."""
+def reference_identity(f: np.ndarray, parts: int, iters: int, sharpen: bool, seed: int) -> np.ndarray:
+    """ISP's per-identity cascaded clustering with scikit-learn; f [n, C, h, w] float32 (CPU,
+    pixel-major memory). Returns the uint8 label maps [n, h, w]."""
     from sklearn.cluster import KMeans
 
     n = f.shape[0]
@@ -101,11 +103,9 @@ def reference_identity(f: np.ndarray, parts: int, iters: int, sharpen: bool, see
     a = nrm / np.maximum(nrm.max(1, keepdims=True), 1e-12)
     if sharpen:
         a = 1.0 / (1.0 + np.exp(-10.0 * a + 2.0))
-    a = a.reshape(-1, 1)
-    km = KMeans(2, n_init=1, max_iter=iters, random_state=seed).fit(a)
+    km = KMeans(2, n_init=1, max_iter=iters, random_state=seed).fit(a.reshape(-1, 1))
     fg = km.labels_ == int(np.argmax(km.cluster_centers_[:, 0]))
-    P = X.reshape(-1, C)[fg]
-    P = P / np.maximum(nrm.reshape(-1)[fg], 1e-12)[:, None]
+    P = X.reshape(-1, C)[fg] / np.maximum(nrm.reshape(-1)[fg], 1e-12)[:, None]
     k = min(parts - 1, len(P))
     km2 = KMeans(k, n_init=1, max_iter=iters, random_state=seed).fit(P)
     rows = (np.flatnonzero(fg) % (H * W)) // W
@@ -114,63 +114,89 @@ def reference_identity(f: np.ndarray, parts: int, iters: int, sharpen: bool, see
     rank = np.argsort(np.argsort(mean_h, kind="stable"), kind="stable") + 1
     lab = np.zeros(n * H * W, np.uint8)
     lab[fg] = rank[km2.labels_]
-    return lab.reshape(n, H, W), float(km.inertia_), float(km2.inertia_), int(fg.sum())
+    return lab.reshape(n, H, W)
 
 
-def worker(kind: str, n_ids: int, args) -> dict:
+def evaluate(f: np.ndarray, lab: np.ndarray, parts: int, sharpen: bool) -> tuple[float, float, int]:
+    """The objective values of a labelling, computed the same way (float64) for both methods:
+    (SSE of the 1-D fg/bg split of the activations, SSE of the normalised foreground features
+    around their part means -- the k-means inertia of the partition at its optimal centroids,
+    a lower bound of the inertia either k-means reports --, number of foreground pixels)."""
+    n = f.shape[0]
+    X = f.transpose(0, 2, 3, 1).reshape(-1, C).astype(np.float64)
+    nrm = np.linalg.norm(X, axis=1)
+    a = (nrm.reshape(n, -1) / np.maximum(nrm.reshape(n, -1).max(1, keepdims=True), 1e-12)).reshape(-1)
+    if sharpen:
+        a = 1.0 / (1.0 + np.exp(-10.0 * a + 2.0))
+    lab = lab.reshape(-1)
+    fg = lab > 0
+    sse1 = sum(float(((a[m] - a[m].mean()) ** 2).sum()) for m in (fg, ~fg) if m.any())
+    P = X[fg] / np.maximum(nrm[fg], 1e-12)[:, None]
+    sse2 = 0.0
+    for p in range(1, parts):
+        Q = P[lab[fg] == p]
+        if len(Q):
+            sse2 += float(((Q - Q.mean(0)) ** 2).sum())
+    return sse1, sse2, int(fg.sum())
+
+
+def worker(kind: str, n_ids: int, args, out_dir: str) -> dict:
     import torch
+    import zarr
+    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(args.threads)
-    from hspreid.parsing import label_identities
+    from hspreid.parsing import label_identities, write_rows
 
     counts = image_counts(MARKET_IDS, MARKET_MAPS)[:n_ids]
-    scaled_counts = counts
+    n_maps = int(counts.sum())
+    labels = zarr.open_array(f"{out_dir}/{kind}_{n_ids}.zarr", mode="w", shape=(n_maps, H, W), chunks=(256, H, W),
+                             dtype="uint8")
     timer = {"gen": 0.0}
     if args.device == "cuda":
         torch.cuda.init()
         torch.cuda.reset_peak_memory_stats()
         base_gpu = torch.cuda.memory_allocated()
-    base = reset_peak_rss()
-    fg_sse = part_inertia = 0.0
-    nfg = []
-    t0 = time.perf_counter()
-    if kind == "ours":
-        stats = []
-        for rows, lab in label_identities(stream(n_ids, scaled_counts, args.parts, args.device, timer), args.parts,
-                                          ids_per_batch=args.ids_per_batch, iters=args.iters, sharpen=args.sharpen,
-                                          device=args.device, on_stats=stats.append):
-            pass
-        stats.sort(key=lambda s: s["pid"])
-        fg_sse = [s["fg_sse"] for s in stats]
-        part_inertia = [s["part_inertia"] for s in stats]
-        nfg = [s["num_foreground"] for s in stats]
-    else:
-        fg_sse, part_inertia = [], []
-        for f, pids, rows in stream(n_ids, scaled_counts, args.parts, args.device, timer):
-            t1 = time.perf_counter()
-            fn = f.cpu().numpy()          # [n, C, H, W] view of pixel-major memory
-            timer["gen"] += time.perf_counter() - t1
-            _, s1, s2, m = reference_identity(fn, args.parts, args.iters, args.sharpen, int(pids[0]))
-            fg_sse.append(s1)
-            part_inertia.append(s2)
-            nfg.append(m)
-            del f, fn
-    total = time.perf_counter() - t0
-    if args.device == "cuda":
-        torch.cuda.synchronize()
-        total = time.perf_counter() - t0
-    out = {"kind": kind, "n_ids": n_ids, "n_maps": int(scaled_counts.sum()), "seconds": total - timer["gen"],
-           "gen_seconds": timer["gen"], "fg_sse": fg_sse, "part_inertia": part_inertia, "nfg": nfg,
-           "peak_rss_mb": peak_rss_mb() - base}
+    with threadpool_limits(args.threads):
+        meas = Measurement()
+        cpu0 = time.process_time()
+        if kind == "ours":
+            for rows, lab in label_identities(stream(n_ids, counts, args.parts, args.device, timer), args.parts,
+                                              ids_per_batch=args.ids_per_batch, iters=args.iters,
+                                              sharpen=args.sharpen, init_sample=args.init_sample or None,
+                                              device=args.device):
+                write_rows(labels, rows, lab)
+        else:
+            for f, pids, rows in stream(n_ids, counts, args.parts, args.device, timer):
+                t1 = time.perf_counter()
+                fn = f.cpu().numpy()          # [n, C, H, W] view of pixel-major memory
+                timer["gen"] += time.perf_counter() - t1
+                write_rows(labels, rows, reference_identity(fn, args.parts, args.iters, args.sharpen, int(pids[0])))
+                del f, fn
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        total = meas.seconds()
+        cpu = time.process_time() - cpu0
+        peak = meas.peak_increase_mb()
+    out = {"kind": kind, "n_ids": n_ids, "n_maps": n_maps, "seconds": total - timer["gen"], "cpu_seconds": cpu,
+           "gen_seconds": timer["gen"], "peak_rss_mb": peak}
     if args.device == "cuda":
         out["peak_gpu_mb"] = (torch.cuda.max_memory_allocated() - base_gpu) / 2 ** 20
+    if args.evaluate:
+        ev, row = [], 0
+        for pid in range(n_ids):
+            f = identity_maps(pid, int(counts[pid]), args.parts, "cpu").contiguous(memory_format=torch.channels_last)
+            ev.append(evaluate(f.numpy(), labels[row:row + len(f)], args.parts, args.sharpen))
+            row += len(f)
+        out["fg_sse"], out["part_sse"], out["nfg"] = (list(v) for v in zip(*ev))
     return out
 
 
-def run_sub(kind: str, n_ids: int, args) -> dict:
-    worker_args = ["--worker", kind, "--n-ids", str(n_ids), "--device", args.device,
+def run_sub(kind: str, n_ids: int, args, out_dir: str, evaluate_: bool) -> dict:
+    worker_args = ["--worker", kind, "--n-ids", str(n_ids), "--device", args.device, "--out", out_dir,
                    "--parts", str(args.parts), "--iters", str(args.iters), "--ids-per-batch", str(args.ids_per_batch),
-                   "--threads", str(args.threads)] + ([] if args.sharpen else ["--no-sharpen"])
+                   "--threads", str(args.threads), "--init-sample", str(args.init_sample or 0)]
+    worker_args += ([] if args.sharpen else ["--no-sharpen"]) + (["--evaluate"] if evaluate_ else [])
     try:
         return run_in_subprocess(__file__, *worker_args)
     except subprocess.CalledProcessError as failed:
@@ -186,51 +212,59 @@ def main() -> None:
     ap.add_argument("--parts", type=int, default=7, help="K incl. background (ISP: 7)")
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--ids-per-batch", type=int, default=None, help="default 16 on CPU, 64 on CUDA")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--init-sample", type=int, default=4096, help="ours: k-means++ seeding on <= this many points "
+                    "per identity (0: all points)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads and BLAS/OpenMP threads of scikit-learn")
     ap.add_argument("--no-sharpen", dest="sharpen", action="store_false")
     ap.add_argument("--skip-reference", action="store_true")
     ap.add_argument("--worker", default=None)
     ap.add_argument("--n-ids", type=int, default=None)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--evaluate", action="store_true")
     args = ap.parse_args()
     if args.ids_per_batch is None:
         args.ids_per_batch = 64 if args.device == "cuda" else 16
     if args.worker:
-        emit(worker(args.worker, args.n_ids, args))
+        emit(worker(args.worker, args.n_ids, args, args.out))
         return
     scale = args.scale if args.scale is not None else (1.0 if args.device == "cuda" else 0.1)
     n_ids = max(2, int(round(MARKET_IDS * scale)))
     half = max(1, n_ids // 2)
     print(f"ISP pseudo labels, one round: {n_ids} identities (scale {scale}), {args.parts - 1} parts, "
-          f"{C}x{H}x{W} maps, iters {args.iters}, sharpen {args.sharpen}, device {args.device}, "
-          f"ids_per_batch {args.ids_per_batch}, {args.threads} threads")
-    ours = run_sub("ours", n_ids, args)
-    ours_half = run_sub("ours", half, args)
-    rows = [ours_half, ours]
-    ref = None
-    if not args.skip_reference:
-        ref = run_sub("reference", n_ids, args)
-        rows.append(ref)
-    print(f"{'method':<28}{'ids':>6}{'maps':>7}{'seconds':>10}{'gen s':>8}{'fg SSE':>12}{'part inertia':>15}"
-          f"{'peak RSS MB':>13}" + (f"{'peak GPU MB':>13}" if args.device == "cuda" else ""))
+          f"{C}x{H}x{W} maps, iters {args.iters}, sharpen {args.sharpen}, ids_per_batch {args.ids_per_batch}, "
+          f"init_sample {args.init_sample or 'all'}")
+    print(runtime_line(args.device, args.threads) + f"; scikit-learn limited to {args.threads} thread(s)")
+    with tempfile.TemporaryDirectory() as tmp:
+        ours = run_sub("ours", n_ids, args, tmp, evaluate_=not args.skip_reference)
+        ours_half = run_sub("ours", half, args, tmp, evaluate_=False)
+        rows = [ours_half, ours]
+        ref = None
+        if not args.skip_reference:
+            ref = run_sub("reference", n_ids, args, tmp, evaluate_=True)
+            rows.append(ref)
+    gpu = args.device == "cuda"
+    print(f"{'method':<26}{'ids':>5}{'maps':>7}{'wall s':>9}{'CPU s':>9}{'gen s':>8}{'peak RSS MB':>13}"
+          + (f"{'peak GPU MB':>13}" if gpu else ""))
     for r in rows:
         name = "ours (batched torch)" if r["kind"] == "ours" else "reference (sklearn loop)"
-        print(f"{name:<28}{r['n_ids']:>6}{r['n_maps']:>7}{r['seconds']:>10.2f}{r['gen_seconds']:>8.1f}"
-              f"{sum(r['fg_sse']):>12.2f}{sum(r['part_inertia']):>15.2f}{r['peak_rss_mb']:>13.0f}"
-              + (f"{r.get('peak_gpu_mb', float('nan')):>13.0f}" if args.device == "cuda" else ""))
+        print(f"{name:<26}{r['n_ids']:>5}{r['n_maps']:>7}{r['seconds']:>9.2f}{r['cpu_seconds']:>9.2f}"
+              f"{r['gen_seconds']:>8.1f}{r['peak_rss_mb']:>13.0f}"
+              + (f"{r.get('peak_gpu_mb', float('nan')):>13.0f}" if gpu else ""))
     if ref is not None:
         o_fg, r_fg = np.array(ours["fg_sse"]), np.array(ref["fg_sse"])
-        o_pi, r_pi = np.array(ours["part_inertia"]), np.array(ref["part_inertia"])
+        o_ps, r_ps = np.array(ours["part_sse"]), np.array(ref["part_sse"])
         same_fg = np.array(ours["nfg"]) == np.array(ref["nfg"])
-        print(f"speed-up ours vs reference: {ref['seconds'] / ours['seconds']:.1f}x")
-        print(f"fg/bg 2-means SSE: ours/ref = {o_fg.sum() / r_fg.sum():.6f}; ours <= ref (+1e-9 rel) on "
-              f"{int((o_fg <= r_fg * (1 + 1e-9)).sum())}/{len(o_fg)} identities; same foreground size on "
-              f"{int(same_fg.sum())}/{len(o_fg)}")
-        print(f"part k-means inertia: ours/ref = {o_pi.sum() / r_pi.sum():.6f} (all identities), "
-              f"{o_pi[same_fg].sum() / max(r_pi[same_fg].sum(), 1e-12):.6f} (identities with the same foreground); "
-              f"ours <= ref on {int((o_pi <= r_pi * (1 + 1e-6)).sum())}/{len(o_pi)}")
+        print(f"speed-up ours vs reference: {ref['seconds'] / ours['seconds']:.1f}x wall "
+              f"({ref['seconds']:.2f} s vs {ours['seconds']:.2f} s, excluding feature generation)")
+        print(f"fg/bg split SSE (same float64 evaluator): ours {o_fg.sum():.4f}, reference {r_fg.sum():.4f}, "
+              f"ratio {o_fg.sum() / r_fg.sum():.6f}; ours <= ref on {int((o_fg <= r_fg * (1 + 1e-9)).sum())}/"
+              f"{len(o_fg)} identities; same foreground on {int(same_fg.sum())}/{len(o_fg)}")
+        print(f"part k-means inertia (partition SSE, same evaluator): ours {o_ps.sum():.2f}, reference "
+              f"{r_ps.sum():.2f}, ratio {o_ps.sum() / r_ps.sum():.6f}; ours <= ref on "
+              f"{int((o_ps <= r_ps * (1 + 1e-9)).sum())}/{len(o_ps)} identities")
     print(f"peak memory of ours at {half} vs {n_ids} identities: {ours_half['peak_rss_mb']:.0f} vs "
           f"{ours['peak_rss_mb']:.0f} MB RSS" + (f", {ours_half['peak_gpu_mb']:.0f} vs {ours['peak_gpu_mb']:.0f} MB GPU"
-                                                  if args.device == "cuda" else ""))
+                                                  if gpu else ""))
 
 
 if __name__ == "__main__":

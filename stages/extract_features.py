@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         seconds = {**ckpt.get("stage_seconds", {}), "extract_features": round(time.monotonic() - t0, 2)}
         write_features(args.output, feats, dtype=params["dtype"],
                        attrs={"aggregation": {k: params[k] for k in ("mode", "clip_len", "evenly_frames")},
-                              "model_config_hash": ckpt.get("config_hash"), "stage_seconds": seconds})
+                              "model_config_hash": ckpt.get("config_hash"), "stage_seconds": seconds,
+                              "rounds": ckpt.get("rounds", [])})
 
     return run_stage("extract_features", args, body)
 

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics = {
             **run, "protocol": cfg["protocol"], "distance": cfg["distance"], "metric": cfg["metric"],
             "components": cfg["components"], "ap": cfg["ap"], "rerank": cfg["rerank"],
-            "aggregation": attrs.get("aggregation"),
+            "aggregation": attrs.get("aggregation"), "rounds": attrs.get("rounds", []),
             "num_query": int(len(ranking.q_idx)), "num_gallery": int(len(ranking.g_idx)),
             "num_valid_query": int(ranking.per_query["valid"].sum()),
             **{f"rank{r}": round(float(cmc[min(r, len(cmc)) - 1]), 6) for r in REPORTED_RANKS},

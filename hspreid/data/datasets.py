@@ -64,16 +64,43 @@ def augment_clip(frames: np.ndarray, rng: np.random.Generator, cfg: AugmentConfi
     return frames, (np.ascontiguousarray(maps) if maps is not None else None)
 
 
+class PartLabels:
+    """Pseudo part-label maps of the training frames (``pseudo_labels.zarr``: ``labels`` uint8
+    [n, h, w] for the frame-store rows ``rows``), held in memory (a few MB even for MARS)."""
+
+    def __init__(self, path: str | Path):
+        import zarr
+
+        from hspreid.errors import UserError
+
+        path = Path(path)
+        if not (path / "zarr.json").is_file():
+            raise UserError(f"{path}: not a pseudo-label store (run the pseudo_labels stage first)")
+        group = zarr.open_group(str(path), mode="r")
+        self.rows = group["rows"][...]
+        self.maps = group["labels"][...]
+        self.attrs = dict(group.attrs)
+
+    def read(self, frame_rows: np.ndarray) -> np.ndarray:
+        pos = np.searchsorted(self.rows, frame_rows)
+        if np.any(pos >= len(self.rows)) or np.any(self.rows[np.minimum(pos, len(self.rows) - 1)] != frame_rows):
+            raise KeyError("frame rows without pseudo labels")
+        return self.maps[pos]
+
+
 class TrainClips(Dataset):
-    """Item = (train tracklet number, sample seed) -> dict(frames uint8 [T,3,H,W], label, camid)."""
+    """Item = (train tracklet number, sample seed) -> dict(frames uint8 [T,3,H,W], label, camid
+    and, with ``part_labels``, the clip's label maps uint8 [T,H,W] moved with the augmentation)."""
 
     def __init__(self, frames_path: str | Path, index: pd.DataFrame, num_frames: int,
-                 augment: AugmentConfig | None):
+                 augment: AugmentConfig | None, part_labels: str | Path | None = None):
         self.frames_path = Path(frames_path)
         tracks = tracklet_table(index)
         self.tracks = tracks[tracks["subset"] == "train"].reset_index()
         self.num_frames, self.augment = num_frames, augment
+        self.labels_path = Path(part_labels) if part_labels else None
         self._store: FrameStore | None = None
+        self._labels: PartLabels | None = None
 
     @property
     def labels(self) -> np.ndarray:
@@ -90,11 +117,27 @@ class TrainClips(Dataset):
         item, seed = key
         if self._store is None:  # opened lazily: once per worker process
             self._store = FrameStore(self.frames_path)
+            self._labels = PartLabels(self.labels_path) if self.labels_path else None
         row = self.tracks.iloc[item]
         rng = np.random.default_rng(seed)
-        pos = restricted_random_clip(int(row["length"]), self.num_frames, rng)
-        frames = self._store.read(int(row["start"]) + pos)
+        rows = int(row["start"]) + restricted_random_clip(int(row["length"]), self.num_frames, rng)
+        frames = self._store.read(rows)
+        maps = None
+        if self._labels is not None:  # label maps at image size, so pixel moves apply to both
+            small = self._labels.read(rows)
+            h, w = frames.shape[1:3]
+            maps = small.repeat(h // small.shape[1], axis=1).repeat(w // small.shape[2], axis=2) \
+                if h % small.shape[1] == 0 and w % small.shape[2] == 0 else _resize_nearest(small, h, w)
         if self.augment is not None:
-            frames, _ = augment_clip(frames, rng, self.augment)
-        return {"frames": torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2),
-                "label": int(row["label"]), "camid": int(row["camid"])}
+            frames, maps = augment_clip(frames, rng, self.augment, maps=maps)
+        out = {"frames": torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2),
+               "label": int(row["label"]), "camid": int(row["camid"])}
+        if maps is not None:
+            out["part_labels"] = torch.from_numpy(np.ascontiguousarray(maps))
+        return out
+
+
+def _resize_nearest(maps: np.ndarray, h: int, w: int) -> np.ndarray:
+    import cv2
+
+    return np.stack([cv2.resize(m, (w, h), interpolation=cv2.INTER_NEAREST) for m in maps])

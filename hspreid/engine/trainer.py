@@ -67,9 +67,12 @@ def lr_factor(epoch: int, cfg: TrainConfig) -> float:
 
 
 def _collate(items: list[dict]) -> dict:
-    return {"frames": torch.stack([it["frames"] for it in items]),
-            "label": torch.tensor([it["label"] for it in items], dtype=torch.long),
-            "camid": torch.tensor([it["camid"] for it in items], dtype=torch.long)}
+    batch = {"frames": torch.stack([it["frames"] for it in items]),
+             "label": torch.tensor([it["label"] for it in items], dtype=torch.long),
+             "camid": torch.tensor([it["camid"] for it in items], dtype=torch.long)}
+    if "part_labels" in items[0]:
+        batch["part_labels"] = torch.stack([it["part_labels"] for it in items])
+    return batch
 
 
 def train(model: nn.Module, dataset: Any, criterion: Criterion, cfg: TrainConfig, *, device: torch.device,

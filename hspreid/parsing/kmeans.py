@@ -30,6 +30,32 @@ import torch
 from hspreid.errors import UserError
 
 INITS = ("kmeans++", "random", "deterministic")
+_DENSE_FRACTION = 0.5     # pruned Lloyd: a group with more candidates than this fraction is done densely
+
+
+class Workspace:
+    """Reusable scratch buffers, grown (by >= 1.5x) but never shrunk. On the CPU a fresh large
+    allocation is paid again in page faults every time (glibc maps blocks > 32 MB anew), which
+    costs as much as the k-means passes themselves; callers that cluster batch after batch pass
+    one Workspace to every call."""
+
+    def __init__(self):
+        self.bufs: dict[tuple, torch.Tensor] = {}
+
+    def get(self, name: str, shape: tuple, dtype, device) -> torch.Tensor:
+        numel = int(np.prod(shape))
+        key = (name, dtype, str(device))
+        buf = self.bufs.pop(key, None)
+        if buf is None or buf.numel() < numel:
+            grow = 0 if buf is None else int(buf.numel() * 1.5)
+            del buf
+            buf = torch.empty(max(numel, grow), dtype=dtype, device=device)
+        self.bufs[key] = buf
+        return buf[:numel].view(shape)
+
+    def reserve(self, name: str, numel: int, dtype, device) -> None:
+        """Make sure the next ``get`` of up to ``numel`` elements does not allocate."""
+        self.get(name, (int(numel),), dtype, device)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -72,8 +98,12 @@ def two_means_1d(values: torch.Tensor, mask: torch.Tensor | None = None, *,
 
     v = values.to(torch.float64)
     cnt = mask.sum(1)                                                  # [B]
-    v_inf = torch.where(mask, v, torch.full_like(v, math.inf))
-    s, _ = torch.sort(v_inf, dim=1)                                    # valid values first, ascending
+    vs = values if values.dtype in (torch.float32, torch.float64) else v
+    v_inf = torch.where(mask, vs, torch.full_like(vs, math.inf))
+    if v_inf.device.type == "cpu":
+        s = torch.from_numpy(np.sort(v_inf.numpy(), axis=1)).to(torch.float64)   # numpy's sort is ~3x faster
+    else:
+        s = torch.sort(v_inf, dim=1)[0].to(torch.float64)              # valid values first, ascending
     valid = torch.arange(n, device=v.device)[None] < cnt[:, None]      # [B, n] prefix of sorted valid
     mean = torch.where(mask, v, torch.zeros_like(v)).sum(1) / cnt.clamp(min=1)
     c = torch.where(valid, s - mean[:, None], torch.zeros_like(s))     # centred: less cancellation
@@ -221,21 +251,10 @@ def _unit(C: torch.Tensor) -> torch.Tensor:
     return C / C.norm(dim=-1, keepdim=True).clamp(min=1e-12)
 
 
-def _top2(dd: torch.Tensor):
-    """dd [..., k] squared distances -> (argmin (first index on ties), min, second min (inf if k=1))."""
-    lab = dd.argmin(-1)
-    d1 = dd.gather(-1, lab[..., None])[..., 0]
-    if dd.shape[-1] == 1:
-        return lab, d1, torch.full_like(d1, math.inf)
-    d2 = dd.scatter(-1, lab[..., None], math.inf).amin(-1)
-    return lab, d1, d2
-
-
-def _dense_assign(x, xsq, Ce):
-    """Nearest of the (effective) centroids Ce [B, k, d] for every point: (labels, d1^2, d2^2)."""
+def _dense_dist(x, xsq, Ce):
+    """Squared distances [B, n, k] of every point to the (effective) centroids Ce [B, k, d]."""
     csq = (Ce * Ce).sum(-1)
-    dd = torch.baddbmm(csq[:, None, :], x, Ce.transpose(1, 2), alpha=-2.0).add_(xsq[..., None]).clamp_(min=0)
-    return _top2(dd)
+    return torch.baddbmm(csq[:, None, :], x, Ce.transpose(1, 2), alpha=-2.0).add_(xsq[..., None]).clamp_(min=0)
 
 
 def _full_sums(x, lab, maskf, k):
@@ -250,7 +269,8 @@ def _own_sqdist(x, xsq, Ce, lab):
     return (xsq - 2 * (x * c).sum(-1) + (c * c).sum(-1)).clamp(min=0)
 
 
-def _lloyd(x, xsq, mask, C, iters: int, tol: float, cosine: bool, pruned: bool | None = None):
+def _lloyd(x, xsq, mask, C, iters: int, tol: float, cosine: bool, pruned: bool | None = None,
+           ws: Workspace | None = None):
     """Masked batched Lloyd iterations from centroids C [B, k, d].
 
     x must be contiguous and zero at masked points (unit rows for cosine). Returns
@@ -270,11 +290,11 @@ def _lloyd(x, xsq, mask, C, iters: int, tol: float, cosine: bool, pruned: bool |
       with Ce = C (euclidean) or Ce = C / |C| (cosine).
     * ``pruned`` (default on CPU): Hamerly's bounds -- per point an upper bound on the distance to
       its centroid and a lower bound on the distance to the second closest, moved by the centroid
-      shifts -- so after the first iterations only the few points that may change cluster are
-      re-examined (gathered per group), and centroid sums are updated from the points that moved.
-      Same assignments as the dense path up to float rounding (a 1e-5 safety margin re-examines
-      near-ties). The dense path (default on CUDA) recomputes everything with batched matmuls and
-      is bitwise deterministic there.
+      shifts, plus half the centroid-centroid distances -- so after the first iterations only the
+      points that may change cluster are re-examined (gathered per group), and the centroid sums
+      are updated from the points that moved. Same assignments as the dense path up to float
+      rounding (a 1e-5 safety margin re-examines near-ties). The dense path (default on CUDA)
+      recomputes everything with batched matmuls every iteration and is bitwise deterministic.
     """
     B, n, d = x.shape
     k = C.shape[1]
@@ -287,14 +307,20 @@ def _lloyd(x, xsq, mask, C, iters: int, tol: float, cosine: bool, pruned: bool |
     flat = x.view(B * n, d)
     xsq_flat = xsq.reshape(-1)
     Ce = _unit(C) if cosine else C
-    lab, d1, d2 = _dense_assign(x, xsq, Ce)
+    dd = _dense_dist(x, xsq, Ce)
+    lab = dd.argmin(-1)
     sums, counts = _full_sums(x, lab, maskf, k)
     mean = sums.sum(1) / nvalid.clamp(min=1)[:, None]
     var = ((xsq * maskf).sum(1) / nvalid.clamp(min=1) - (mean * mean).sum(1)).clamp(min=0) / d
     tolb = tol * var
+    gbuf = None
     if pruned:
-        u, l = d1.sqrt(), d2.sqrt()
-        margin = 1e-5 * (1.0 + float(xsq.max().sqrt()) if xsq.numel() else 1.0)
+        d1 = dd.gather(-1, lab[..., None])[..., 0]
+        u = d1.sqrt()                                           # [B, n] upper bound to own centroid
+        l = dd.scatter_(-1, lab[..., None], math.inf).amin(-1).sqrt_() if k > 1 else torch.full_like(u, math.inf)
+        margin = 1e-5 * (1.0 + float(xsq.max().sqrt())) if xsq.numel() else 1e-5
+        nval = nvalid.tolist()
+    del dd
     for _ in range(iters):
         if not bool(active.any()):
             break
@@ -324,19 +350,20 @@ def _lloyd(x, xsq, mask, C, iters: int, tol: float, cosine: bool, pruned: bool |
         if not bool(moved.any()):
             break
         if not pruned:
-            lab, d1, d2 = _dense_assign(x, xsq, Ce)
+            lab = _dense_dist(x, xsq, Ce).argmin(-1)
             sums, counts = _full_sums(x, lab, maskf, k)
             continue
-        # Hamerly: move the bounds, re-examine only the points that may have changed cluster
+        # Hamerly: move the bounds; re-examine only points whose bounds no longer prove their cluster
+        if k == 1:
+            continue
+        top2 = delta.topk(2, dim=1)
         u += delta.gather(1, lab)
-        l -= delta.amax(1, keepdim=True)
-        if k > 1:
-            cc = torch.cdist(Ce, Ce).masked_fill_(torch.eye(k, dtype=torch.bool, device=x.device), math.inf)
-            s_half = 0.5 * cc.amin(2)                                      # [B, k]
-            bound = torch.maximum(s_half.gather(1, lab), l)
-        else:
-            bound = torch.full_like(u, math.inf)
-        cand = (u + margin > bound) & mask & moved[:, None]
+        # the lower bound (second closest) moves by the largest shift among the *other* centroids
+        l -= torch.where(lab == top2.indices[:, :1], top2.values[:, 1:], top2.values[:, :1])
+        half = 0.5 * torch.cdist(Ce, Ce) + torch.diag_embed(torch.full((B, k), math.inf, device=x.device,
+                                                                         dtype=x.dtype))
+        s_half = half.amin(2)                                              # [B, k]
+        cand = (u + margin > torch.maximum(s_half.gather(1, lab), l)) & mask & moved[:, None]
         pos = cand.view(-1).nonzero()[:, 0]
         if pos.numel() == 0:
             continue
@@ -350,16 +377,25 @@ def _lloyd(x, xsq, mask, C, iters: int, tol: float, cosine: bool, pruned: bool |
                 continue
             p = pos[o:o + m]
             o += m
-            xp = flat.index_select(0, p)
-            dd = torch.addmm(csq[b][None], xp, Ce[b].t(), alpha=-2.0).add_(xsq_flat[p][:, None]).clamp_(min=0)
-            nl, e1, e2 = _top2(dd)
+            if m > _DENSE_FRACTION * nval[b]:
+                # most of the group: one matmul over its rows (a view), no gather
+                dd = torch.addmm(csq[b][None], x[b], Ce[b].t(), alpha=-2.0).index_select(0, p - b * n)
+                xp = None
+            else:
+                if gbuf is None:
+                    gbuf = (ws or Workspace()).get("lloyd_gather", (int(_DENSE_FRACTION * n) + 1, d),
+                                                            x.dtype, x.device)
+                xp = torch.index_select(flat, 0, p, out=gbuf[:m])
+                dd = torch.addmm(csq[b][None], xp, Ce[b].t(), alpha=-2.0)
+            dd = dd.add_(xsq_flat[p][:, None]).clamp_(min=0)
+            nl = dd.argmin(-1)
             old = lab_f[p]
             lab_f[p] = nl
-            u_f[p] = e1.sqrt()
-            l_f[p] = e2.sqrt()
+            u_f[p] = dd.gather(1, nl[:, None])[:, 0].sqrt()
+            l_f[p] = dd.scatter_(1, nl[:, None], math.inf).amin(1).sqrt_()
             ch = (nl != old).nonzero()[:, 0]
             if ch.numel():
-                pts = xp.index_select(0, ch)
+                pts = flat.index_select(0, p[ch]) if xp is None else xp.index_select(0, ch)
                 new_i, old_i = nl[ch] + b * k, old[ch] + b * k
                 sums_f.index_add_(0, new_i, pts)
                 sums_f.index_add_(0, old_i, pts, alpha=-1)
@@ -373,6 +409,11 @@ def _lloyd(x, xsq, mask, C, iters: int, tol: float, cosine: bool, pruned: bool |
     else:
         inertia = (xsq.double() * maskf.double()).sum(1) - 2 * (Cd * S).sum((1, 2)) + (N * (Cd * Cd).sum(-1)).sum(1)
     return lab.masked_fill(~mask, -1), C, inertia.clamp(min=0), n_iter
+
+
+def _onehot(lab: torch.Tensor, k: int) -> torch.Tensor:
+    """Bool one-hot [..., k] of integer labels."""
+    return torch.zeros(*lab.shape, k, dtype=torch.bool, device=lab.device).scatter_(-1, lab[..., None], True)
 
 
 def _prepare(x: torch.Tensor, mask: torch.Tensor | None, cosine: bool):
@@ -412,7 +453,8 @@ def _initial_centroids(xf, xsq, mask, k, init, seed):
 
 def kmeans_fit(x: torch.Tensor, mask: torch.Tensor | None, k: int, *, iters: int = 20,
                init="kmeans++", seed=0, cosine: bool = False, tol: float = 1e-6,
-               prepared: bool = False, xsq: torch.Tensor | None = None, pruned: bool | None = None):
+               init_sample: int | None = None, prepared: bool = False, xsq: torch.Tensor | None = None,
+               pruned: bool | None = None, workspace: Workspace | None = None):
     """Like :func:`batched_kmeans` but returns ``(labels, centroids, inertia [B], n_iter [B])``.
 
     inertia is the sum of squared euclidean distances to the assigned centroid, or of ``1 - cos``
@@ -432,10 +474,41 @@ def kmeans_fit(x: torch.Tensor, mask: torch.Tensor | None, k: int, *, iters: int
         xf, mask = _prepare(x, mask, cosine)
     if xsq is None:
         xsq = torch.linalg.vector_norm(xf, dim=-1).square_()
-    C = _initial_centroids(xf, xsq, mask, k, init, seed)
+    if init_sample is not None and not isinstance(init, torch.Tensor) and int(mask.sum(1).max()) > init_sample:
+        C = _subsample_init(xf, xsq, mask, k, init, seed, int(init_sample), workspace)
+    else:
+        C = _initial_centroids(xf, xsq, mask, k, init, seed)
     if cosine:
         C = _unit(C)
-    return _lloyd(xf, xsq, mask, C, iters, tol, cosine, pruned)
+    return _lloyd(xf, xsq, mask, C, iters, tol, cosine, pruned, workspace)
+
+
+def _subsample_init(xf, xsq, mask, k, init, seed, sample: int, ws: Workspace | None = None):
+    """Initial centroids chosen by ``init`` on a random subsample of at most ``sample`` valid points
+    per group (drawn from the group's own generator). k-means++ seeding from a uniform subsample
+    follows the same D^2 law in expectation and costs a fraction of the passes over the data."""
+    B, n, d = xf.shape
+    seeds = _group_seeds(seed, B)
+    counts = mask.sum(1).tolist()
+    s = min(sample, max(counts))
+    idx = torch.zeros(B, s, dtype=torch.long, device=xf.device)
+    ms = torch.zeros(B, s, dtype=torch.bool, device=xf.device)
+    for b, c in enumerate(counts):
+        if c == 0:
+            continue
+        valid = mask[b].nonzero()[:, 0]
+        if c > s:
+            g = torch.Generator().manual_seed((int(seeds[b]) * 31 + 7) % (2 ** 63))
+            valid = valid[torch.randperm(c, generator=g)[:s].sort().values.to(xf.device)]
+        idx[b, :valid.numel()] = valid
+        ms[b, :valid.numel()] = True
+    flat_idx = (idx + torch.arange(B, device=xf.device)[:, None] * n).view(-1)
+    ws = ws if ws is not None else Workspace()
+    xs = ws.get("init_sample", (B, s, d), xf.dtype, xf.device)
+    torch.index_select(xf.reshape(B * n, d), 0, flat_idx, out=xs.view(B * s, d))
+    xs.masked_fill_(~ms[..., None], 0)
+    xss = xsq.reshape(-1).index_select(0, flat_idx).view(B, s).masked_fill_(~ms, 0)
+    return _initial_centroids(xs, xss, ms, k, init, seed)
 
 
 def batched_kmeans(x: torch.Tensor, mask: torch.Tensor | None, k: int, *, iters: int = 20,

@@ -37,7 +37,7 @@ import torch
 
 from hspreid.errors import UserError
 
-from .kmeans import INITS, kmeans_fit, sse_1d, two_means_1d
+from .kmeans import INITS, Workspace, kmeans_fit, sse_1d, two_means_1d
 
 log = logging.getLogger("hspreid.parsing")
 
@@ -56,13 +56,49 @@ def _check_parts(num_parts: int) -> int:
     return int(num_parts)
 
 
-def _activations(f: torch.Tensor, sharpen: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """f [n, C, h, w] -> (a [n*h*w] float32 in [0, 1] (sharpened if asked), norms [n*h*w] float32)."""
-    nrm = torch.linalg.vector_norm(f, dim=1, dtype=torch.float32).flatten(1)      # [n, hw]
+def _pixel_major(f: torch.Tensor) -> torch.Tensor | None:
+    """A [n*h*w, C] view of f [n, C, h, w] when f is channels_last-contiguous, else None."""
+    n, C, h, w = f.shape
+    v = f.permute(0, 2, 3, 1)
+    return v.view(n * h * w, C) if v.is_contiguous() else None
+
+
+def _norms(f: torch.Tensor, pm: torch.Tensor | None) -> torch.Tensor:
+    """Per-pixel L2 norm over channels, float32 [n, h*w]."""
+    n, C, h, w = f.shape
+    if pm is not None:
+        return torch.linalg.vector_norm(pm, dim=1, dtype=torch.float32).view(n, h * w)
+    out = torch.empty(n, h * w, dtype=torch.float32, device=f.device)
+    if f.device.type != "cpu":
+        return torch.linalg.vector_norm(f.reshape(n, C, h * w), dim=1, dtype=torch.float32, out=out)
+    for j in range(n):   # per image: no temporary of the whole stack (large allocations are slow on CPU)
+        torch.sum(f[j].reshape(C, h * w).float().square(), 0, out=out[j])
+    return out.sqrt_()
+
+
+def _activations(nrm: torch.Tensor, sharpen: bool) -> torch.Tensor:
+    """Norms [n, hw] -> eq. 3 activation (divided by the image's maximum), sharpened if asked, [n*hw]."""
     a = nrm / nrm.amax(1, keepdim=True).clamp(min=_EPS)
     if sharpen:
         a = torch.sigmoid(10.0 * a - 2.0)
-    return a.reshape(-1), nrm.reshape(-1)
+    return a.reshape(-1)
+
+
+def _gather_foreground(X: torch.Tensor, f: torch.Tensor, pm: torch.Tensor | None, ix: torch.Tensor,
+                       inv: torch.Tensor) -> None:
+    """X[:m] = L2-normalised features of the foreground pixels ix (flat n*hw indices, ascending) of
+    f [n, C, h, w]; ``inv`` = 1 / norm of those pixels."""
+    n, C, h, w = f.shape
+    hw = h * w
+    if pm is not None:
+        torch.index_select(pm, 0, ix, out=X) if pm.dtype == X.dtype else X.copy_(pm.index_select(0, ix))
+    else:
+        j, q = ix // hw, ix % hw
+        f = f.reshape(n, C, hw)
+        step = max(1, (1 << 21) // max(C, 1))       # ~8 MB temporaries
+        for o in range(0, ix.numel(), step):
+            X[o:o + step] = f[j[o:o + step], :, q[o:o + step]]
+    X.mul_(inv[:, None])
 
 
 def _sub_batches(sizes: list[int], limit: int | None) -> list[list[int]]:
@@ -83,40 +119,50 @@ def _sub_batches(sizes: list[int], limit: int | None) -> list[list[int]]:
 
 def _label_batch(items: list[tuple[int, torch.Tensor]], num_parts: int, *, sharpen: bool, iters: int,
                  init: str, seed: int, spherical: bool, max_points: int | None, device: torch.device,
-                 tol: float = 1e-6) -> tuple[list[torch.Tensor], list[dict]]:
+                 ws: Workspace | None = None, tol: float = 1e-6,
+                 init_sample: int | None = None) -> tuple[list[torch.Tensor], list[dict]]:
     """Pseudo labels for a batch of identities ``[(pid, features [n_i, C, h, w]), ...]``.
 
     Returns (labels uint8 [n_i, h, w] on ``device`` for each item, per-identity stats dicts)."""
+    ws = ws if ws is not None else Workspace()
     K1 = num_parts - 1
     G = len(items)
-    feats, acts, norms = [], [], []
+    feats, pms, norms = [], [], []
     for pid, f in items:
         f = f.to(device, non_blocking=True)
         if not f.is_floating_point():
             f = f.float()
-        a, nrm = _activations(f, sharpen)
+        pm = _pixel_major(f)
         feats.append(f)
-        acts.append(a)
-        norms.append(nrm)
+        pms.append(pm)
+        norms.append(_norms(f, pm))
     C, h, w = feats[0].shape[1:]
     hw = h * w
-    npix = [a.numel() for a in acts]
-    P = max(npix)
-    A = torch.zeros(G, P, dtype=torch.float32, device=device)
-    M = torch.zeros(G, P, dtype=torch.bool, device=device)
-    for i, a in enumerate(acts):
-        A[i, :a.numel()] = a
-        M[i, :a.numel()] = True
-    finite = torch.isfinite(A).all(1).tolist()
-    if not all(finite):
-        bad = [items[i][0] for i, ok in enumerate(finite) if not ok]
-        raise UserError(f"ISP pseudo labels: non-finite feature values for identity/ies {bad[:10]}")
-    fg, thr = two_means_1d(A, M, return_threshold=True)
-    fg_sse = sse_1d(A, M, fg).tolist()
-    thr = thr.tolist()
-    fg_idx = [fg[i, :npix[i]].nonzero()[:, 0] for i in range(G)]
+    npix = [nrm.numel() for nrm in norms]
+    fg_idx: list = [None] * G
+    thr: list = [0.0] * G
+    fg_sse: list = [0.0] * G
+    by_size = sorted(range(G), key=lambda i: (npix[i], i))
+    for run in _sub_batches([npix[i] for i in by_size], None):          # little padding
+        ids = [by_size[r] for r in run]
+        P = max(npix[i] for i in ids)
+        A = torch.zeros(len(ids), P, dtype=torch.float32, device=device)
+        M = torch.zeros(len(ids), P, dtype=torch.bool, device=device)
+        for r, i in enumerate(ids):
+            A[r, :npix[i]] = _activations(norms[i], sharpen)
+            M[r, :npix[i]] = True
+        finite = torch.isfinite(A).all(1).tolist()
+        if not all(finite):
+            bad = [items[i][0] for i, ok in zip(ids, finite) if not ok]
+            raise UserError(f"ISP pseudo labels: non-finite feature values for identity/ies {bad[:10]}")
+        fg, th = two_means_1d(A, M, return_threshold=True)
+        sse = sse_1d(A, M, fg).tolist()
+        th = th.tolist()
+        for r, i in enumerate(ids):
+            fg_idx[i] = fg[r, :npix[i]].nonzero()[:, 0]
+            thr[i], fg_sse[i] = th[r], sse[r]
+        del A, M, fg
     nfg = [int(ix.numel()) for ix in fg_idx]
-    del A, M, fg, acts
 
     stats = [{"pid": int(items[i][0]), "num_images": int(feats[i].shape[0]), "num_pixels": npix[i],
               "num_foreground": nfg[i], "fg_threshold": float(thr[i]), "fg_sse": float(fg_sse[i]),
@@ -124,27 +170,30 @@ def _label_batch(items: list[tuple[int, torch.Tensor]], num_parts: int, *, sharp
     out = [torch.zeros(npix[i], dtype=torch.uint8, device=device) for i in range(G)]
 
     order = sorted(range(G), key=lambda i: (nfg[i], i))
-    for run in _sub_batches([nfg[i] for i in order], max_points):
-        ids = [order[r] for r in run]
-        ids = [i for i in ids if nfg[i] > 0]
-        if not ids:
-            continue
+    runs = [[order[r] for r in run if nfg[order[r]] > 0] for run in _sub_batches([nfg[i] for i in order], max_points)]
+    runs = [ids for ids in runs if ids]
+    if runs:   # one buffer for the largest sub-batch, reused by the others
+        ws.reserve("X", max(len(ids) * max(nfg[i] for i in ids) for ids in runs) * C, torch.float32, device)
+    for ids in runs:
         g = len(ids)
         m = max(nfg[i] for i in ids)
-        X = torch.zeros(g, m, C, dtype=torch.float32, device=device)
+        X = ws.get("X", (g, m, C), torch.float32, device)
+        xsq = torch.zeros(g, m, dtype=torch.float32, device=device)
         R = torch.zeros(g, m, dtype=torch.float32, device=device)
         mask = torch.zeros(g, m, dtype=torch.bool, device=device)
         for b, i in enumerate(ids):
-            ix = fg_idx[i]
-            j, q = ix // hw, ix % hw
-            pts = feats[i].reshape(feats[i].shape[0], C, hw)[j, :, q]                  # [m_i, C]
-            X[b, :nfg[i]] = pts.float() / norms[i][ix].clamp(min=_EPS)[:, None]      # eq. 4
-            R[b, :nfg[i]] = torch.div(q, w, rounding_mode="floor").float()
-            mask[b, :nfg[i]] = True
+            ix, mi = fg_idx[i], nfg[i]
+            nrm = norms[i].view(-1)[ix]
+            inv = 1.0 / nrm.clamp(min=_EPS)
+            _gather_foreground(X[b, :mi], feats[i], pms[i], ix, inv)                # eq. 4
+            X[b, mi:].zero_()
+            xsq[b, :mi] = (nrm * inv).square_()
+            R[b, :mi] = torch.div(ix % hw, w, rounding_mode="floor").float()
+            mask[b, :mi] = True
         seeds = [identity_seed(seed, items[i][0]) for i in ids]
         lab, _, inertia, n_iter = kmeans_fit(X, mask, K1, iters=iters, init=init, seed=seeds,
-                                             cosine=spherical, tol=tol, prepared=True)
-        del X
+                                             cosine=spherical, tol=tol, init_sample=init_sample,
+                                             prepared=True, xsq=xsq, workspace=ws)
         labc = lab.clamp(min=0)
         maskf = mask.float()
         cnt = torch.zeros(g, K1, device=device).scatter_add_(1, labc, maskf)
@@ -190,6 +239,18 @@ def _plan(sizes: list[int], ids_per_batch: int, max_points: int | None) -> list[
     return batches
 
 
+def _take(features: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+    """features[rows]: a view when rows are a contiguous range, else a copy that keeps a
+    channels_last (pixel-major) layout if the input has one."""
+    a, b = int(rows[0]), int(rows[-1]) + 1
+    if b - a == len(rows) and np.array_equal(rows, np.arange(a, b)):
+        return features[a:b]
+    idx = torch.from_numpy(rows).to(features.device)
+    if _pixel_major(features) is not None:
+        return features.permute(0, 2, 3, 1).index_select(0, idx).permute(0, 3, 1, 2)
+    return features.index_select(0, idx)
+
+
 def _check_common(ids_per_batch, iters, init, max_points):
     if int(ids_per_batch) < 1:
         raise UserError(f"ids_per_batch must be >= 1, got {ids_per_batch}")
@@ -211,7 +272,7 @@ def _stats_table(stats: list[dict], K1: int) -> dict:
 def cascaded_part_labels(features: torch.Tensor, pids, num_parts: int, *, sharpen: bool = False,
                          iters: int = 20, init: str = "kmeans++", seed: int = 0, ids_per_batch: int = 64,
                          max_points: int | None = None, return_stats: bool = False, spherical: bool = False,
-                         device: torch.device | str | None = None):
+                         init_sample: int | None = 4096, device: torch.device | str | None = None):
     """ISP pseudo part labels of N feature maps: features float [N, C, h, w], pids [N].
 
     Returns uint8 [N, h, w] on the features' device: 0 background, 1..num_parts-1 parts ordered top
@@ -242,14 +303,13 @@ def cascaded_part_labels(features: torch.Tensor, pids, num_parts: int, *, sharpe
     groups = [np.flatnonzero(inv == u) for u in range(len(uniq))]
     order = sorted(range(len(uniq)), key=lambda u: (len(groups[u]), u))
     all_stats = []
+    ws = Workspace()
     for batch in _plan([len(groups[u]) * h * w for u in order], int(ids_per_batch), max_points):
         us = [order[b] for b in batch]
-        items = []
-        for u in us:
-            idx = torch.from_numpy(groups[u]).to(features.device)
-            items.append((int(uniq[u]), features.index_select(0, idx)))
+        items = [(int(uniq[u]), _take(features, groups[u])) for u in us]
         labels, stats = _label_batch(items, K, sharpen=sharpen, iters=iters, init=init, seed=seed,
-                                     spherical=spherical, max_points=max_points, device=dev)
+                                     spherical=spherical, max_points=max_points, device=dev, ws=ws,
+                                     init_sample=init_sample)
         for u, lab in zip(us, labels):
             out[torch.from_numpy(groups[u]).to(out.device)] = lab.to(out.device)
         all_stats += stats
@@ -262,7 +322,7 @@ def cascaded_part_labels(features: torch.Tensor, pids, num_parts: int, *, sharpe
 def label_identities(chunks: Iterable[tuple], num_parts: int, *, ids_per_batch: int = 64,
                      max_points: int | None = None, sharpen: bool = False, iters: int = 20,
                      init: str = "kmeans++", seed: int = 0, spherical: bool = False,
-                     device: torch.device | str | None = None,
+                     init_sample: int | None = 4096, device: torch.device | str | None = None,
                      on_stats: Callable[[dict], None] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Streaming ISP pseudo labels. ``chunks`` yields ``(features [n, C, h, w], pids [n], rows [n])``
     with every identity's rows contiguous in the stream (a chunk may hold several identities or
@@ -279,6 +339,7 @@ def label_identities(chunks: Iterable[tuple], num_parts: int, *, ids_per_batch: 
     K = _check_parts(num_parts)
     _check_common(ids_per_batch, iters, init, max_points)
     seen: set[int] = set()
+    ws = Workspace()
     pending: list[tuple[int, torch.Tensor, np.ndarray]] = []
     cur_pid, cur_f, cur_r = None, [], []
     shape = None
@@ -288,7 +349,7 @@ def label_identities(chunks: Iterable[tuple], num_parts: int, *, ids_per_batch: 
         batch = sorted(batch, key=lambda t: (t[1].shape[0], t[0]))
         labels, stats = _label_batch([(p, f) for p, f, _ in batch], K, sharpen=sharpen, iters=iters,
                                      init=init, seed=seed, spherical=spherical, max_points=max_points,
-                                     device=dev)
+                                     device=dev, ws=ws, init_sample=init_sample)
         rows = np.concatenate([r for _, _, r in batch])
         lab = torch.cat([x.cpu() for x in labels]).numpy()
         if on_stats is not None:

@@ -33,9 +33,14 @@ for _name in SYNTHETIC:
         raise WorkflowError(f"config/datasets/{_name}.yaml: a synthetic data set's root must be data/{_name}")
 
 
+ROUND_METHODS = sorted(m for m, c in METHODS.items() if "rounds" in c)
+PLAIN_METHODS = sorted(m for m in METHODS if m not in ROUND_METHODS)
+
+
 wildcard_constraints:
     dataset="|".join(DATASETS),
     method="|".join(METHODS),
+    round=r"\d+",
 
 
 def max_threads(wanted=8):
@@ -100,7 +105,40 @@ def train_index(wildcards):
 
 def train_params(wildcards):
     cfg = run_config(wildcards.dataset, wildcards.method)
-    return as_json({k: cfg[k] for k in ("model", "train", "losses", "augment") if k in cfg})
+    params = {k: cfg[k] for k in ("model", "train", "losses", "augment") if k in cfg}
+    if "round" in wildcards.keys():  # each round trains rounds.epochs epochs
+        params["train"] = {**params.get("train", {}), "epochs": cfg["rounds"]["epochs"]}
+    return as_json(params)
+
+
+def rounds_of(wildcards):
+    return run_config(wildcards.dataset, wildcards.method)["rounds"]
+
+
+def previous_model(wildcards):
+    """Model round r-1; round 0 starts from the `rounds.init` method's trained model."""
+    r = int(wildcards.round)
+    if r == 0:
+        return f"results/{wildcards.dataset}/{rounds_of(wildcards)['init']}/model.pt"
+    return f"results/{wildcards.dataset}/{wildcards.method}/round{r - 1}/model.pt"
+
+
+def last_round_model(wildcards):
+    return f"results/{wildcards.dataset}/{wildcards.method}/round{rounds_of(wildcards)['count'] - 1}/model.pt"
+
+
+def pseudo_label_params(wildcards):
+    return as_json(run_config(wildcards.dataset, wildcards.method).get("pseudo_labels", {}))
+
+
+def round_checkpoint(wildcards):
+    return f"{config['checkpoint_dir']}/{wildcards.dataset}/{wildcards.method}/round{wildcards.round}.pt"
+
+
+def ranked_features(wildcards):
+    """A method may rank another method's features (`features_from`, e.g. isp_no_arm uses isp's)."""
+    source = METHODS[wildcards.method].get("features_from", wildcards.method)
+    return f"results/{wildcards.dataset}/{source}/features.zarr"
 
 
 def features_params(wildcards):

@@ -28,7 +28,7 @@ rule extract_features:
 
 rule rank:
     input:
-        features="results/{dataset}/{method}/features.zarr",
+        features=ranked_features,
         frames="results/{dataset}/frames.zarr",
         index="results/{dataset}/index.parquet",
     output:

@@ -2,6 +2,8 @@
 
 
 rule train:
+    wildcard_constraints:
+        method="|".join(PLAIN_METHODS) if PLAIN_METHODS else "^$",
     input:
         frames=train_frames,
         index=train_index,

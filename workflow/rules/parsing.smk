@@ -1,0 +1,69 @@
+# Part pseudo-labels in rounds (ISP): labels of round r come from model round r-1 (round 0 from
+# the `rounds.init` method's model); model round r trains from model round r-1 on labels r.
+
+
+rule pseudo_labels:
+    input:
+        model=previous_model,
+        frames="results/{dataset}/frames.zarr",
+        index="results/{dataset}/index.parquet",
+    output:
+        labels=directory("results/{dataset}/{method}/round{round}/pseudo_labels.zarr"),
+    params:
+        cfg=pseudo_label_params,
+        seed=config["seed"],
+        device=config["device"],
+    log:
+        "results/{dataset}/{method}/logs/pseudo_labels_round{round}.log",
+    threads: max_threads(8)
+    resources:
+        gpu=1,
+        mem_mb=8000,
+    conda:
+        "../../envs/hspreid.yaml"
+    shell:
+        "python -m stages.pseudo_labels --model {input.model} --frames {input.frames} --index {input.index}"
+        " --output {output.labels} --round {wildcards.round} --params {params.cfg:q} --seed {params.seed}"
+        " --device {params.device} --log-file {log}"
+
+
+rule train_round:
+    input:
+        frames="results/{dataset}/frames.zarr",
+        index="results/{dataset}/index.parquet",
+        labels="results/{dataset}/{method}/round{round}/pseudo_labels.zarr",
+        init=previous_model,
+    output:
+        model="results/{dataset}/{method}/round{round}/model.pt",
+    params:
+        cfg=train_params,
+        seed=config["seed"],
+        device=config["device"],
+        checkpoint=round_checkpoint,
+    log:
+        "results/{dataset}/{method}/logs/train_round{round}.log",
+    threads: max_threads(8)
+    resources:
+        gpu=1,
+        mem_mb=8000,
+    conda:
+        "../../envs/hspreid.yaml"
+    shell:
+        "python -m stages.train --frames {input.frames} --index {input.index} --part-labels {input.labels}"
+        " --init {input.init} --output {output.model} --checkpoint {params.checkpoint} --params {params.cfg:q}"
+        " --seed {params.seed} --device {params.device} --log-file {log}"
+
+
+rule last_round:
+    wildcard_constraints:
+        method="|".join(ROUND_METHODS) if ROUND_METHODS else "^$",
+    input:
+        last_round_model,
+    output:
+        "results/{dataset}/{method}/model.pt",
+    log:
+        "results/{dataset}/{method}/logs/last_round.log",
+    conda:
+        "../../envs/hspreid.yaml"
+    shell:
+        "cp {input} {output} 2> {log}"
