@@ -2,6 +2,8 @@
 
     hspreid inspect results/synth_mars/frames.zarr              # arrays, shapes, attrs
     hspreid inspect results/synth_mars/frames.zarr --png a.png  # a grid of frames (with masks if any)
+    hspreid inspect results/synth_market/isp/round1/pseudo_labels.zarr --png labels.png
+    hspreid inspect --rounds results/synth_market/isp --png rounds.png   # the same images, round by round
 """
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+import hspreid.io  # noqa: F401  (filters zarr's warning about Snakemake's timestamp file)
 
 
 def _describe(path: Path) -> str:
@@ -44,24 +48,68 @@ def frame_grid(path: Path, count: int = 16, seed: int = 0) -> np.ndarray:
     return np.ascontiguousarray(row)
 
 
+def label_rows(frames: Path, label_stores: list[Path], count: int = 12, seed: int = 0) -> np.ndarray:
+    """BGR picture: the same ``count`` training frames, then one row per label store overlaying its
+    part labels (nearest-upsampled to the frame) -- e.g. the rounds of ISP going from coarse to fine."""
+    from hspreid.data.datasets import PartLabels
+    from hspreid.data.frames import FrameStore
+    from hspreid.viz import _blend
+
+    stores = [PartLabels(p) for p in label_stores]
+    rows = np.sort(np.random.default_rng(seed).choice(stores[0].rows, size=min(count, len(stores[0].rows)),
+                                                      replace=False))
+    images = FrameStore(frames).read(rows)
+    h, w = images.shape[1:3]
+    lines = [np.concatenate(list(images), axis=1)]
+    for store in stores:
+        maps = store.read(rows)
+        big = maps.repeat(h // maps.shape[1], axis=1).repeat(w // maps.shape[2], axis=2)
+        lines.append(np.concatenate([_blend(img, m) for img, m in zip(images, big)], axis=1))
+    return np.ascontiguousarray(np.concatenate(lines, axis=0)[..., ::-1])
+
+
+def _frames_of(label_store: Path) -> Path:
+    """results/<dataset>/<method>/round<r>/pseudo_labels.zarr -> results/<dataset>/frames.zarr"""
+    return label_store.resolve().parents[2] / "frames.zarr"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hspreid", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    ins = sub.add_parser("inspect", help="describe a .zarr store (and draw its frames)")
-    ins.add_argument("store", type=Path)
-    ins.add_argument("--png", type=Path, help="write a grid of frames (frame stores only)")
+    ins = sub.add_parser("inspect", help="describe a .zarr store (and draw its frames or label maps)")
+    ins.add_argument("store", type=Path, nargs="?", help="a frames.zarr, pseudo_labels.zarr or features.zarr")
+    ins.add_argument("--rounds", type=Path, help="a method's results folder: draw every round's labels")
+    ins.add_argument("--png", type=Path, help="write a picture (frame and label stores)")
     ins.add_argument("--count", type=int, default=16)
     args = parser.parse_args(argv)
-    if not (args.store / "zarr.json").is_file():
+    if args.rounds:
+        stores = sorted(args.rounds.glob("round*/pseudo_labels.zarr"), key=lambda p: int(p.parent.name[5:]))
+        if not stores:
+            print(f"hspreid: {args.rounds}: no round*/pseudo_labels.zarr inside", file=sys.stderr)
+            return 1
+        for store in stores:
+            print(_describe(store).splitlines()[0])
+        return _write(args.png, label_rows(_frames_of(stores[0]), stores, args.count))
+    if args.store is None or not (args.store / "zarr.json").is_file():
         print(f"hspreid: {args.store}: not a zarr store", file=sys.stderr)
         return 1
     print(_describe(args.store))
-    if args.png:
-        import cv2
+    if not args.png:
+        return 0
+    if (args.store / "labels").is_dir():
+        return _write(args.png, label_rows(_frames_of(args.store), [args.store], args.count))
+    return _write(args.png, frame_grid(args.store, args.count))
 
-        cv2.imwrite(str(args.png), frame_grid(args.store, args.count))
-        print(f"wrote {args.png}")
+
+def _write(path: Path | None, bgr: np.ndarray) -> int:
+    if path is None:
+        print("hspreid: add --png PATH to draw", file=sys.stderr)
+        return 1
+    import cv2
+
+    cv2.imwrite(str(path), bgr)
+    print(f"wrote {path}")
     return 0
 
 
