@@ -12,16 +12,20 @@ vectors over a low-norm background), so the benchmark never holds the 27 GB of a
 Each measurement runs in a fresh subprocess on the same generated stream:
 
 * ours: :func:`hspreid.parsing.label_identities` -- exact 1-D 2-means, then masked batched k-means
-  (k-means++, ``--iters`` cap), ``--ids-per-batch`` identities at a time; run at two identity
-  counts (N and N/2) to show that peak memory is set by the batch, not the number of identities;
+  (k-means++ seeded on a subsample, ``--iters`` cap), ``--ids-per-batch`` identities and at most
+  ``--max-points`` pixels at a time; run at two identity counts (N and 2N) to show that peak
+  memory is set by the batch, not by the number of identities;
 * reference: ISP's approach as a per-identity Python loop with scikit-learn -- ``KMeans(2)`` on the
   1-D activations, then ``KMeans(K-1)`` on the L2-normalised foreground pixels, ``n_init=1`` and
   the same iteration cap, ranking by mean row with numpy (vectorised; the original code does
   that part with per-pixel Python loops, which would only make it slower).
 
-Times exclude generating the features. Peak memory: CPU = peak RSS (VmHWM, reset at start) minus
+Times (wall and CPU) exclude generating the features; labels are written to a zarr array as
+they come (:func:`hspreid.parsing.write_rows`) by both methods. Peak memory: CPU = peak RSS (VmHWM, reset at start) minus
 RSS before the run; CUDA = ``torch.cuda.max_memory_allocated`` (reference: host RSS, it runs on
-the CPU). Inertia: 1-D 2-means SSE and part k-means inertia, summed over identities.
+the CPU). Quality: after the timed run each labelling is scored by the same float64 evaluator --
+the SSE of its fg/bg split of the activations and the SSE of the normalised foreground features
+around their part means (the k-means objective of the partition), summed over identities.
 """
 from __future__ import annotations
 
@@ -81,12 +85,13 @@ def stream(n_ids: int, counts: np.ndarray, parts: int, device: str, timer: dict)
 
     row = 0
     for pid in range(n_ids):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         # pixel-major (channels_last) maps, as the reference keeps them ((N, H*W, C) on the host)
         f = identity_maps(pid, int(counts[pid]), parts, device).contiguous(memory_format=torch.channels_last)
         if device == "cuda":
             torch.cuda.synchronize()
         timer["gen"] += time.perf_counter() - t0
+        timer["gen_cpu"] += time.process_time() - c0
         n = f.shape[0]
         yield f, np.full(n, pid), np.arange(row, row + n)
         row += n
@@ -152,7 +157,7 @@ def worker(kind: str, n_ids: int, args, out_dir: str) -> dict:
     n_maps = int(counts.sum())
     labels = zarr.open_array(f"{out_dir}/{kind}_{n_ids}.zarr", mode="w", shape=(n_maps, H, W), chunks=(256, H, W),
                              dtype="uint8")
-    timer = {"gen": 0.0}
+    timer = {"gen": 0.0, "gen_cpu": 0.0}
     if args.device == "cuda":
         torch.cuda.init()
         torch.cuda.reset_peak_memory_stats()
@@ -164,13 +169,15 @@ def worker(kind: str, n_ids: int, args, out_dir: str) -> dict:
             for rows, lab in label_identities(stream(n_ids, counts, args.parts, args.device, timer), args.parts,
                                               ids_per_batch=args.ids_per_batch, iters=args.iters,
                                               sharpen=args.sharpen, init_sample=args.init_sample or None,
+                                              max_points=args.max_points or None,
                                               device=args.device):
                 write_rows(labels, rows, lab)
         else:
             for f, pids, rows in stream(n_ids, counts, args.parts, args.device, timer):
-                t1 = time.perf_counter()
+                t1, c1 = time.perf_counter(), time.process_time()
                 fn = f.cpu().numpy()          # [n, C, H, W] view of pixel-major memory
                 timer["gen"] += time.perf_counter() - t1
+                timer["gen_cpu"] += time.process_time() - c1
                 write_rows(labels, rows, reference_identity(fn, args.parts, args.iters, args.sharpen, int(pids[0])))
                 del f, fn
         if args.device == "cuda":
@@ -178,7 +185,7 @@ def worker(kind: str, n_ids: int, args, out_dir: str) -> dict:
         total = meas.seconds()
         cpu = time.process_time() - cpu0
         peak = meas.peak_increase_mb()
-    out = {"kind": kind, "n_ids": n_ids, "n_maps": n_maps, "seconds": total - timer["gen"], "cpu_seconds": cpu,
+    out = {"kind": kind, "n_ids": n_ids, "n_maps": n_maps, "seconds": total - timer["gen"], "cpu_seconds": cpu - timer["gen_cpu"],
            "gen_seconds": timer["gen"], "peak_rss_mb": peak}
     if args.device == "cuda":
         out["peak_gpu_mb"] = (torch.cuda.max_memory_allocated() - base_gpu) / 2 ** 20
@@ -195,7 +202,8 @@ def worker(kind: str, n_ids: int, args, out_dir: str) -> dict:
 def run_sub(kind: str, n_ids: int, args, out_dir: str, evaluate_: bool) -> dict:
     worker_args = ["--worker", kind, "--n-ids", str(n_ids), "--device", args.device, "--out", out_dir,
                    "--parts", str(args.parts), "--iters", str(args.iters), "--ids-per-batch", str(args.ids_per_batch),
-                   "--threads", str(args.threads), "--init-sample", str(args.init_sample or 0)]
+                   "--threads", str(args.threads), "--init-sample", str(args.init_sample or 0),
+                   "--max-points", str(args.max_points or 0)]
     worker_args += ([] if args.sharpen else ["--no-sharpen"]) + (["--evaluate"] if evaluate_ else [])
     try:
         return run_in_subprocess(__file__, *worker_args)
@@ -214,7 +222,11 @@ def main() -> None:
     ap.add_argument("--ids-per-batch", type=int, default=None, help="default 16 on CPU, 64 on CUDA")
     ap.add_argument("--init-sample", type=int, default=4096, help="ours: k-means++ seeding on <= this many points "
                     "per identity (0: all points)")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads and BLAS/OpenMP threads of scikit-learn")
+    ap.add_argument("--max-points", type=int, default=None, help="ours: padded pixels per batch (default "
+                    "ids_per_batch x 17 images x 64 x 32, Market's mean identity; 0: no cap)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads and BLAS/OpenMP threads of scikit-learn "
+                    "(default 1: on a shared 2-vCPU machine a second OpenMP thread that gets descheduled makes every "
+                    "parallel op wait a scheduler tick -- both methods then run several times slower)")
     ap.add_argument("--no-sharpen", dest="sharpen", action="store_false")
     ap.add_argument("--skip-reference", action="store_true")
     ap.add_argument("--worker", default=None)
@@ -224,20 +236,22 @@ def main() -> None:
     args = ap.parse_args()
     if args.ids_per_batch is None:
         args.ids_per_batch = 64 if args.device == "cuda" else 16
+    if args.max_points is None:
+        args.max_points = args.ids_per_batch * 17 * H * W
     if args.worker:
         emit(worker(args.worker, args.n_ids, args, args.out))
         return
     scale = args.scale if args.scale is not None else (1.0 if args.device == "cuda" else 0.1)
     n_ids = max(2, int(round(MARKET_IDS * scale)))
-    half = max(1, n_ids // 2)
+    double = min(2 * n_ids, MARKET_IDS)
     print(f"ISP pseudo labels, one round: {n_ids} identities (scale {scale}), {args.parts - 1} parts, "
           f"{C}x{H}x{W} maps, iters {args.iters}, sharpen {args.sharpen}, ids_per_batch {args.ids_per_batch}, "
-          f"init_sample {args.init_sample or 'all'}")
+          f"max_points {args.max_points or 'none'}, init_sample {args.init_sample or 'all'}")
     print(runtime_line(args.device, args.threads) + f"; scikit-learn limited to {args.threads} thread(s)")
     with tempfile.TemporaryDirectory() as tmp:
         ours = run_sub("ours", n_ids, args, tmp, evaluate_=not args.skip_reference)
-        ours_half = run_sub("ours", half, args, tmp, evaluate_=False)
-        rows = [ours_half, ours]
+        ours_double = run_sub("ours", double, args, tmp, evaluate_=False) if double > n_ids else None
+        rows = [ours] + ([ours_double] if ours_double else [])
         ref = None
         if not args.skip_reference:
             ref = run_sub("reference", n_ids, args, tmp, evaluate_=True)
@@ -262,9 +276,10 @@ def main() -> None:
         print(f"part k-means inertia (partition SSE, same evaluator): ours {o_ps.sum():.2f}, reference "
               f"{r_ps.sum():.2f}, ratio {o_ps.sum() / r_ps.sum():.6f}; ours <= ref on "
               f"{int((o_ps <= r_ps * (1 + 1e-9)).sum())}/{len(o_ps)} identities")
-    print(f"peak memory of ours at {half} vs {n_ids} identities: {ours_half['peak_rss_mb']:.0f} vs "
-          f"{ours['peak_rss_mb']:.0f} MB RSS" + (f", {ours_half['peak_gpu_mb']:.0f} vs {ours['peak_gpu_mb']:.0f} MB GPU"
-                                                  if gpu else ""))
+    if ours_double:
+        print(f"peak memory of ours at {n_ids} vs {double} identities: {ours['peak_rss_mb']:.0f} vs "
+              f"{ours_double['peak_rss_mb']:.0f} MB RSS"
+              + (f", {ours['peak_gpu_mb']:.0f} vs {ours_double['peak_gpu_mb']:.0f} MB GPU" if gpu else ""))
 
 
 if __name__ == "__main__":

@@ -7,12 +7,14 @@ whatever device the input lives on.
 * :func:`two_means_1d` -- exact 1-D 2-means. The optimal 2-partition of 1-D data is contiguous in
   sorted order, so sorting once and scoring every split point with prefix sums (float64) finds the
   global optimum in O(n log n). No initialisation, no iterations, deterministic.
-* :func:`batched_kmeans` -- Lloyd's algorithm on [B, n, d] with a [B, n] validity mask. Distances
-  are one batched matmul per iteration; centroid sums are one batched matmul on the first
-  iteration and, on the CPU, are then updated incrementally from the points that changed cluster
-  (the update pass over the data disappears after the first few iterations). On CUDA the sums are
-  recomputed by a matmul every iteration, which keeps the result bitwise deterministic
-  (``index_add_`` uses float atomics there).
+* :func:`batched_kmeans` -- Lloyd's algorithm on [B, n, d] with a [B, n] validity mask, groups
+  stopping independently (scikit-learn's tolerance rule). Two exact variants of the iteration:
+  dense (default on CUDA: one batched matmul for the distances and one for the centroid sums per
+  iteration, bitwise deterministic) and bound-pruned (default on CPU: Hamerly's upper/lower
+  bounds skip the points whose cluster provably cannot change, the others are gathered per group,
+  and the centroid sums are updated from the points that moved -- after the first iterations an
+  iteration touches a small fraction of the data). Both give the same assignments up to float
+  rounding. ``init_sample`` optionally seeds from a random subsample of each group.
 
 Random draws (k-means++ / random init) come from one CPU ``torch.Generator`` per group, seeded with
 that group's seed, and are drawn in a fixed amount independent of the group's size and position.
@@ -436,7 +438,7 @@ def _initial_centroids(xf, xsq, mask, k, init, seed):
     B, n, d = xf.shape
     if isinstance(init, torch.Tensor):
         C = init.to(device=xf.device, dtype=xf.dtype)
-        if C.dim() == 2:
+        if C.dim() == 2 and tuple(C.shape) == (k, d):
             C = C[None].expand(B, k, d)
         if tuple(C.shape) != (B, k, d):
             raise UserError(f"batched_kmeans: init centroids must be [{k}, {d}] or [{B}, {k}, {d}], "
@@ -512,8 +514,8 @@ def _subsample_init(xf, xsq, mask, k, init, seed, sample: int, ws: Workspace | N
 
 
 def batched_kmeans(x: torch.Tensor, mask: torch.Tensor | None, k: int, *, iters: int = 20,
-                   init="kmeans++", seed=0, cosine: bool = False, tol: float = 1e-6
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+                   init="kmeans++", seed=0, cosine: bool = False, tol: float = 1e-6,
+                   init_sample: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Masked batched Lloyd k-means over B independent groups.
 
     x [B, n, d] float (any float dtype; computed in float32, or float64 if x is float64), mask
@@ -524,7 +526,9 @@ def batched_kmeans(x: torch.Tensor, mask: torch.Tensor | None, k: int, *, iters:
     points, faiss's default), ``"deterministic"`` (farthest-first from the point nearest the mean)
     or a tensor of initial centroids [k, d] / [B, k, d]. seed: an int used for every group, or one
     int per group; each group draws from its own CPU generator, so a group gives the same result
-    alone or in any batch, on CPU and on CUDA.
+    alone or in any batch, on CPU and on CUDA. ``init_sample``: run the (non-tensor) init on a
+    random subsample of at most that many valid points per group (None: all points, as
+    scikit-learn) -- a fraction of the passes over the data for k-means++.
 
     Iterations stop per group when the squared centroid shift is <= tol x (mean per-feature
     variance of the group) (scikit-learn's rule), or after ``iters``; labels are always those of
@@ -540,7 +544,8 @@ def batched_kmeans(x: torch.Tensor, mask: torch.Tensor | None, k: int, *, iters:
     (what ISP's paper, eq. 4, and its faiss code do) centroids are plain means, which changes the
     assignment rule (||c||^2 - 2 x.c instead of x.c / ||c||).
     """
-    lab, C, _, _ = kmeans_fit(x, mask, k, iters=iters, init=init, seed=seed, cosine=cosine, tol=tol)
+    lab, C, _, _ = kmeans_fit(x, mask, k, iters=iters, init=init, seed=seed, cosine=cosine, tol=tol,
+                              init_sample=init_sample)
     return lab, C
 
 

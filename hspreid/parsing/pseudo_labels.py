@@ -13,13 +13,19 @@ For each identity, over *all* pixels of all its feature maps M (C x h x w each):
    the reference (faiss, ``spherical=False``) this is plain euclidean Lloyd on the unit vectors --
    centroids are *not* re-normalised. ``spherical=True`` switches to spherical (cosine) k-means.
    (methods.md §8 item 2 calls it "cosine k-means"; §1(a) and the paper say euclidean on
-   normalised features, which is what is done by default.)
+   normalised features, which is what is done by default.) Seeding is k-means++ (scikit-learn's
+   greedy variant) on a random subsample of <= ``init_sample`` foreground pixels per identity
+   (default 4096; None = all pixels, as scikit-learn); the reference seeds faiss with random
+   points (``init="random"``). The iteration cap (``iters``, 20 as the reference) applies to the
+   full-data Lloyd iterations.
 3. the K-1 clusters are ranked by the mean row index of their pixels over all the identity's
    images (top to bottom) and labelled 1..K-1; background is 0. Empty clusters rank last.
 
 Batching: identities are bucketed by size (sorted), at most ``ids_per_batch`` (and at most
-``max_points`` padded pixels) at a time; within a batch the k-means runs in sub-batches whose
-padding is at most ~25% of the real points. Each identity's random stream is seeded from
+``max_points`` padded pixels) at a time; within a batch the 2-means and the k-means run in
+sub-batches whose padding is at most ~25% of the real points. Features in channels_last memory
+format (pixel-major, ``x.contiguous(memory_format=torch.channels_last)`` -- the layout the
+reference keeps, (N, h*w, C)) are gathered ~3x faster on the CPU than NCHW ones. Each identity's random stream is seeded from
 ``(seed, pid)``, so labels do not depend on ``ids_per_batch``, bucketing or device (up to float
 rounding). Peak memory is that of one batch.
 
@@ -43,6 +49,9 @@ log = logging.getLogger("hspreid.parsing")
 
 _EPS = 1e-12
 _PAD_WASTE = 1.25          # k-means sub-batch: padded points <= 1.25 x real points (or one identity)
+# On the CPU batching only saves Python overhead, while a big point matrix costs page faults and
+# cache misses: k-means sub-batches there hold at most this many (padded) points.
+_CPU_SUB_BATCH_POINTS = 1 << 16
 
 
 def identity_seed(seed: int, pid: int) -> int:
@@ -91,7 +100,10 @@ def _gather_foreground(X: torch.Tensor, f: torch.Tensor, pm: torch.Tensor | None
     n, C, h, w = f.shape
     hw = h * w
     if pm is not None:
-        torch.index_select(pm, 0, ix, out=X) if pm.dtype == X.dtype else X.copy_(pm.index_select(0, ix))
+        if pm.dtype == X.dtype:
+            torch.index_select(pm, 0, ix, out=X)
+        else:
+            X.copy_(pm.index_select(0, ix))
     else:
         j, q = ix // hw, ix % hw
         f = f.reshape(n, C, hw)
@@ -170,7 +182,10 @@ def _label_batch(items: list[tuple[int, torch.Tensor]], num_parts: int, *, sharp
     out = [torch.zeros(npix[i], dtype=torch.uint8, device=device) for i in range(G)]
 
     order = sorted(range(G), key=lambda i: (nfg[i], i))
-    runs = [[order[r] for r in run if nfg[order[r]] > 0] for run in _sub_batches([nfg[i] for i in order], max_points)]
+    limit = max_points
+    if device.type == "cpu":
+        limit = _CPU_SUB_BATCH_POINTS if limit is None else min(limit, _CPU_SUB_BATCH_POINTS)
+    runs = [[order[r] for r in run if nfg[order[r]] > 0] for run in _sub_batches([nfg[i] for i in order], limit)]
     runs = [ids for ids in runs if ids]
     if runs:   # one buffer for the largest sub-batch, reused by the others
         ws.reserve("X", max(len(ids) * max(nfg[i] for i in ids) for ids in runs) * C, torch.float32, device)
@@ -282,7 +297,8 @@ def cascaded_part_labels(features: torch.Tensor, pids, num_parts: int, *, sharpe
     fg_sse (1-D 2-means SSE), part_inertia (k-means inertia on the normalised foreground
     features), part_sizes [n_ids, K-1] (pixels per part, top to bottom), n_iter.
 
-    Identities are processed ``ids_per_batch`` at a time (sorted by size); ``max_points`` further
+    ``init_sample``: k-means++ seeds are drawn from at most that many foreground pixels per
+    identity (None: all of them). Identities are processed ``ids_per_batch`` at a time (sorted by size); ``max_points`` further
     caps a batch's padded pixel count (identities x largest identity's h*w*images). Computation
     runs on ``device`` (default: the features' device -- CUDA features are clustered on the GPU).
     An identity with a single image, with fewer foreground pixels than num_parts-1 or with constant
