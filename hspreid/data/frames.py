@@ -69,7 +69,6 @@ def write_frame_store(index: pd.DataFrame, root: Path, out: Path, *, height: int
     ``on_error="skip"`` are dropped, tracklets left empty disappear, numbering is redone) and a
     summary dict (counts, skipped, seconds).
     """
-    from hspreid.data.index import finalize_index
     from hspreid.data.loading import iter_frame_images
 
     t0 = time.monotonic()
@@ -119,7 +118,7 @@ def write_frame_store(index: pd.DataFrame, root: Path, out: Path, *, height: int
             images.resize((len(kept), height, width, 3))
             if masks is not None:
                 masks.resize((len(kept), height, width))
-            index = _reindex_after_skips(index, kept, finalize_index)
+            index = _reindex_after_skips(index, kept)
         for name in LABEL_ARRAYS:
             group.create_array(name, data=index[name].to_numpy(np.int64), chunks=(1 << 20,))
         group.create_array("subset", data=(index["subset"] == "test").to_numpy(np.int8), chunks=(1 << 20,))
@@ -139,7 +138,7 @@ def write_frame_store(index: pd.DataFrame, root: Path, out: Path, *, height: int
     return index, summary
 
 
-def _reindex_after_skips(index: pd.DataFrame, kept: list[int], finalize) -> pd.DataFrame:
+def _reindex_after_skips(index: pd.DataFrame, kept: list[int]) -> pd.DataFrame:
     """Drop skipped rows; renumber tracklets and frames (train labels keep their meaning)."""
     sub = index.iloc[kept].reset_index(drop=True)
     sub["tracklet"] = pd.factorize(sub["tracklet"])[0]

@@ -393,6 +393,15 @@ def label_identities(chunks: Iterable[tuple], num_parts: int, *, ids_per_batch: 
             return (len(pending) + 1) * big <= max_points
         return True
 
+    def enqueue(item):
+        """Add a complete identity to the batch, first running the batch if it would not fit."""
+        if item is None:
+            return
+        if not fits(item):
+            yield run(pending)
+            pending.clear()
+        pending.append(item)
+
     for chunk in chunks:
         try:
             f, p, r = chunk
@@ -415,12 +424,7 @@ def label_identities(chunks: Iterable[tuple], num_parts: int, *, ids_per_batch: 
         for s, e in zip(cuts[:-1], cuts[1:]):
             pid = int(p[s])
             if pid != cur_pid:
-                item = close_current()
-                if item is not None:
-                    if not fits(item):
-                        yield run(pending)
-                        pending = []
-                    pending.append(item)
+                yield from enqueue(close_current())
                 if pid in seen:
                     raise UserError(f"label_identities: identity {pid} appears again after other identities; "
                                     "the stream must be grouped by identity")
@@ -428,12 +432,7 @@ def label_identities(chunks: Iterable[tuple], num_parts: int, *, ids_per_batch: 
                 cur_pid = pid
             cur_f.append(f[s:e])
             cur_r.append(r[s:e])
-    item = close_current()
-    if item is not None:
-        if not fits(item):
-            yield run(pending)
-            pending = []
-        pending.append(item)
+    yield from enqueue(close_current())
     if pending:
         yield run(pending)
 
