@@ -1,0 +1,166 @@
+"""The SS-HSP semantic segmentation network (section 3.2): segmentation U-Net + part motion + frame predictor,
+trained by lambda_1 L_rec + lambda_2 L_equ + lambda_3 L_geo (section 3.4; all lambdas 1 in section 4.1).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hspreid.errors import UserError
+from hspreid.segmentation.losses import (build_reconstruction_loss, concentration_loss, equivariance_loss,
+                                         random_color, random_tps)
+from hspreid.segmentation.motion import background_visibility, combine_flows, coordinate_grid, part_flows, warp
+from hspreid.segmentation.predictor import FramePredictor
+from hspreid.segmentation.unet import SegmentationUNet
+
+
+def frames_to_tensor(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 [n, H, W, 3] (as FrameStore.read returns) or float [n, 3, H, W] in [0, 1] -> float [n, 3, H, W]."""
+    x = torch.as_tensor(frames)
+    if x.dtype == torch.uint8:
+        if x.dim() != 4 or x.shape[-1] != 3:
+            raise UserError(f"frames: expected uint8 [n, H, W, 3], got shape {tuple(x.shape)}")
+        return x.permute(0, 3, 1, 2).float().div_(255)
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise UserError(f"frames: expected float [n, 3, H, W] in [0, 1], got shape {tuple(x.shape)}")
+    return x.float()
+
+
+class CoPartSegmenter(nn.Module):
+    """Motion-supervised co-part segmentation of person frames (SS-HSP eqs. 1-8).
+
+    ``forward(source=I_t, driving=I_{t+1})``: both [B, 3, H, W] in [0, 1]. The segmentation runs at
+    ``seg_size`` (H' x W' = 64 x 32 in the paper; frames are resized, anti-aliased); the predictor at the
+    frame resolution (H, W divisible by 4). ``reconstruction`` names the eq. 6 backbone: a local VGG-19
+    weights path, ``"vgg_random"`` or ``"l1_ssim"``. A loss weight of 0 switches its term off
+    (Table 4's "w/o L_equ", "w/o L_geo"). The reconstruction network is kept outside the module's
+    parameters and state dict (it is frozen and rebuilt from the config).
+    """
+
+    def __init__(self, num_parts: int = 6, seg_size: Sequence[int] = (64, 32), unet_channels: int = 32,
+                 unet_max_channels: int = 1024, head_kernel: int = 7, predictor_channels: int = 64,
+                 predictor_max_channels: int = 512, num_res_blocks: int = 5, temperature: float = 0.1,
+                 reconstruction: str = "vgg_random",
+                 rec_scales: Sequence[float] = (1.0, 0.5, 0.25), rec_distance: str = "l2", vgg_seed: int = 0,
+                 lambda_rec: float = 1.0, lambda_equ: float = 1.0, lambda_geo: float = 1.0,
+                 sigma_affine: float = 0.05, sigma_tps: float = 0.005, points_tps: int = 5,
+                 color_jitter: float = 0.1, detach_visibility_target: bool = True):
+        params = dict(locals())                                         # the constructor arguments, for checkpoints
+        params.pop("self")
+        params.pop("__class__", None)
+        super().__init__()
+        if num_parts < 1:
+            raise UserError(f"segmenter num_parts: expected K >= 1 body parts, got {num_parts}")
+        seg_size = tuple(int(s) for s in seg_size)
+        if len(seg_size) != 2 or any(s <= 0 or s % 16 for s in seg_size):
+            raise UserError(f"segmenter seg_size: expected [height, width] divisible by 16, got {list(seg_size)}")
+        if min(lambda_rec, lambda_equ, lambda_geo) < 0:
+            raise UserError("segmenter loss weights lambda_rec, lambda_equ, lambda_geo must be >= 0")
+        self.config: dict[str, Any] = {**params, "seg_size": list(seg_size), "rec_scales": list(rec_scales)}
+        self.num_parts, self.seg_size = num_parts, seg_size
+        if head_kernel < 1 or head_kernel % 2 == 0:
+            raise UserError(f"segmenter head_kernel: expected an odd size >= 1, got {head_kernel}")
+        self.unet = SegmentationUNet(num_parts, unet_channels, unet_max_channels, temperature, head_kernel=head_kernel)
+        self.predictor = FramePredictor(predictor_channels, predictor_max_channels, 2, num_res_blocks)
+        rec = build_reconstruction_loss(reconstruction, rec_scales, vgg_seed, rec_distance) if lambda_rec > 0 else None
+        object.__setattr__(self, "_rec_loss", rec)                     # not a submodule: no params, no state
+
+    # -- segmentation ----------------------------------------------------------------------------------------
+    def to_seg_size(self, frames: torch.Tensor) -> torch.Tensor:
+        if tuple(frames.shape[-2:]) == self.seg_size:
+            return frames
+        return F.interpolate(frames, size=self.seg_size, mode="bilinear", align_corners=False, antialias=True)
+
+    def segment_raw(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        """U-Net outputs (masks, heatmaps, shift, affine, logits) of frames [B, 3, H, W] at ``seg_size``."""
+        return self.unet(self.to_seg_size(frames))
+
+    @torch.no_grad()
+    def segment(self, frames: np.ndarray | torch.Tensor, batch_size: int = 256) -> dict[str, torch.Tensor]:
+        """Inference on single frames: {"masks": float [n, K+1, h, w], "labels": uint8 [n, h, w] (argmax, 0 = bg)}."""
+        x = frames_to_tensor(frames)
+        device = next(self.parameters()).device
+        was_training = self.training
+        self.eval()
+        try:
+            masks = [self.segment_raw(x[i:i + batch_size].to(device))["masks"].cpu()
+                     for i in range(0, len(x), batch_size)]
+        finally:
+            self.train(was_training)
+        m = torch.cat(masks) if masks else torch.zeros(0, self.num_parts + 1, *self.seg_size)
+        return {"masks": m, "labels": m.argmax(dim=1).to(torch.uint8)}
+
+    # -- training --------------------------------------------------------------------------------------------
+    def forward(self, source: torch.Tensor, driving: torch.Tensor) -> dict[str, Any]:
+        """I_t, I_{t+1} -> prediction I'_{t+1}, both frames' segmentations, part flows (eq. 1), G_hat (eq. 2),
+        O (eq. 3)."""
+        if source.shape != driving.shape or source.shape[-2] % 4 or source.shape[-1] % 4:
+            raise UserError(f"segmenter: source and driving frames must have one shape with H, W divisible by 4, "
+                            f"got {tuple(source.shape)} and {tuple(driving.shape)}")
+        b = source.shape[0]
+        both = self.segment_raw(torch.cat([source, driving]))
+        seg_s = {k: v[:b] for k, v in both.items()}
+        seg_d = {k: v[b:] for k, v in both.items()}
+        grid = coordinate_grid(*self.seg_size, device=source.device, dtype=seg_s["shift"].dtype)
+        flows = part_flows(seg_s["shift"], seg_s["affine"], seg_d["shift"], seg_d["affine"], grid)
+        flow = combine_flows(flows, seg_d["masks"], grid)
+        visibility = background_visibility(seg_s["masks"], seg_d["masks"], self.config["detach_visibility_target"])
+        prediction = self.predictor(source, flow, visibility)
+        with torch.no_grad():
+            deformed = warp(source, flow)                             # I_t warped by G_hat, for inspection
+        return {"prediction": prediction, "deformed": deformed, "masks_source": seg_s["masks"],
+                "masks_driving": seg_d["masks"], "seg_source": seg_s, "seg_driving": seg_d,
+                "part_flows": flows, "flow": flow, "visibility": visibility}
+
+    def loss(self, out: dict[str, Any], source: torch.Tensor, driving: torch.Tensor,
+             generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """lambda_1 L_rec (eq. 6) + lambda_2 L_equ (eq. 7) + lambda_3 L_geo (eq. 8) -> {"total", "rec", "equ",
+        "equ_kl", "equ_affine", "equ_shift", "geo"} (unweighted terms; a term with weight 0 is not computed)."""
+        cfg = self.config
+        zero = out["prediction"].new_zeros(())
+        terms = {"rec": zero, "equ": zero, "equ_kl": zero, "equ_affine": zero, "equ_shift": zero, "geo": zero}
+        total = zero
+        if cfg["lambda_rec"] > 0:
+            rec = self._reconstruction_module(driving.device)
+            terms["rec"] = rec(out["prediction"], driving)
+            total = total + cfg["lambda_rec"] * terms["rec"]
+        if cfg["lambda_equ"] > 0:
+            small = self.to_seg_size(source)
+            transform = random_tps(small.shape[0], cfg["sigma_affine"], cfg["sigma_tps"], cfg["points_tps"], generator)
+            seg_hat = self.unet(transform.warp_images(random_color(small, cfg["color_jitter"], generator)))
+            equ = equivariance_loss(out["seg_source"], seg_hat, transform)
+            terms.update(equ=equ["total"], equ_kl=equ["kl"], equ_affine=equ["affine"], equ_shift=equ["shift"])
+            total = total + cfg["lambda_equ"] * equ["total"]
+        if cfg["lambda_geo"] > 0:
+            terms["geo"] = concentration_loss(out["masks_source"])
+            total = total + cfg["lambda_geo"] * terms["geo"]
+        return {"total": total, **terms}
+
+    def _reconstruction_module(self, device: torch.device) -> nn.Module:
+        rec = self._rec_loss
+        buf = next(iter(rec.buffers()), None)
+        if buf is not None and buf.device != device:
+            rec.to(device)
+        return rec
+
+
+def load_segmenter(path: str | Path, map_location: str | torch.device = "cpu",
+                   for_training: bool = False) -> tuple[CoPartSegmenter, dict]:
+    """Rebuild a segmenter from a checkpoint written by ``pretrain_segmenter``; (model in eval mode, checkpoint).
+
+    Unless ``for_training``, the reconstruction network is not rebuilt (lambda_rec set to 0): inference
+    needs no VGG-19 weights file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: segmenter checkpoint not found (run the segmentation pre-training first)")
+    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    cfg = ckpt["config"] if for_training else {**ckpt["config"], "lambda_rec": 0.0}
+    model = CoPartSegmenter(**cfg)
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval(), ckpt

@@ -1,0 +1,153 @@
+"""First training stage of SS-HSP (section 3.4): the segmentation network learns to predict I_{t+1}
+from I_t on consecutive frames of training tracklets.
+
+``consecutive_pairs`` lists the (t, t+1) row pairs of a frame store (frames of a tracklet are contiguous
+rows, see hspreid/data/index.py), ``FramePairSampler`` draws random batches of them, and
+``pretrain_segmenter`` runs Adam on ``CoPartSegmenter.loss``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from hspreid.data.frames import FrameStore
+from hspreid.data.index import tracklet_table
+from hspreid.errors import UserError
+from hspreid.io import atomic_file
+from hspreid.segmentation.model import CoPartSegmenter, frames_to_tensor
+
+log = logging.getLogger("hspreid.segmentation")
+
+
+def consecutive_pairs(index: pd.DataFrame, subset: str | None = "train", gap: int = 1) -> np.ndarray:
+    """Row pairs (t, t + gap) inside every tracklet of the frame index -> int64 [P, 2].
+
+    ``index`` is the frame index (or an already computed ``tracklet_table``); ``subset`` keeps "train" or
+    "test" tracklets (None: all). Tracklets shorter than gap + 1 frames give no pair.
+    """
+    if gap < 1:
+        raise UserError(f"segmentation pairs: gap must be >= 1 frame, got {gap}")
+    table = index if {"start", "length"} <= set(index.columns) else tracklet_table(index)
+    if subset is not None:
+        table = table[table["subset"] == subset]
+    n = np.maximum(table["length"].to_numpy(np.int64) - gap, 0)
+    starts = np.repeat(table["start"].to_numpy(np.int64), n)
+    offsets = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+    first = starts + offsets
+    return np.stack([first, first + gap], axis=1)
+
+
+class FramePairSampler:
+    """Endless random batches ``(I_t, I_{t+1})`` of float [B, 3, H, W] in [0, 1] from a frame store.
+
+    Pairs are drawn uniformly with replacement; the draw order depends only on ``seed`` (each
+    ``iter()`` starts over).
+    """
+
+    def __init__(self, store: FrameStore | str | Path, pairs: np.ndarray, batch_size: int = 16, seed: int = 0):
+        self.store = store if isinstance(store, FrameStore) else FrameStore(store)
+        self.pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        if len(self.pairs) == 0:
+            raise UserError(f"{self.store.path}: no tracklet has two consecutive frames to pre-train the segmenter")
+        if batch_size < 1:
+            raise UserError(f"segmentation batch_size must be >= 1, got {batch_size}")
+        self.batch_size, self.seed = batch_size, seed
+
+    @classmethod
+    def from_index(cls, store: FrameStore | str | Path, index: pd.DataFrame, subset: str | None = "train",
+                   gap: int = 1, batch_size: int = 16, seed: int = 0) -> "FramePairSampler":
+        return cls(store, consecutive_pairs(index, subset, gap), batch_size, seed)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        rng = np.random.default_rng(self.seed)
+        while True:
+            rows = self.pairs[rng.integers(0, len(self.pairs), self.batch_size)]
+            frames = frames_to_tensor(self.store.read(rows.reshape(-1)))
+            frames = frames.view(self.batch_size, 2, *frames.shape[1:])
+            yield frames[:, 0], frames[:, 1]
+
+
+def _batches(pairs: Iterable[Sequence[torch.Tensor]]) -> Iterator[Sequence[torch.Tensor]]:
+    """Cycle over ``pairs`` (re-iterating a finite loader at each epoch)."""
+    while True:
+        empty = True
+        for batch in pairs:
+            empty = False
+            yield batch
+        if empty:
+            raise UserError("segmentation pre-training: the pair loader yielded no batch")
+
+
+def save_checkpoint(model: CoPartSegmenter, path: str | Path, **extra: Any) -> None:
+    """{"config", "state_dict", **extra} written atomically (read back with ``load_segmenter``)."""
+    with atomic_file(path) as tmp:
+        torch.save({"config": model.config, "state_dict": model.state_dict(), **extra}, tmp)
+
+
+def pretrain_segmenter(model: CoPartSegmenter, pairs: Iterable[Sequence[torch.Tensor]], *, steps: int | None = None,
+                       epochs: int | None = None, lr: float = 3e-4, weight_decay: float = 5e-4,
+                       betas: tuple[float, float] = (0.9, 0.999), lr_step: int | None = None, lr_gamma: float = 0.1,
+                       device: str | torch.device = "cpu", seed: int = 0, log_every: int = 50,
+                       checkpoint: str | Path | None = None, checkpoint_every: int | None = None) -> dict[str, Any]:
+    """Train ``model`` on batches ``(I_t, I_{t+1})`` from ``pairs`` for ``steps`` optimiser steps (or ``epochs``
+    passes over a finite loader with ``len``). Adam with the paper's lr 3e-4 and weight decay 5e-4; the lr is
+    multiplied by ``lr_gamma`` every ``lr_step`` steps (the paper: x0.1 every 40 epochs).
+
+    Logs the mean loss terms every ``log_every`` steps and saves ``checkpoint`` every ``checkpoint_every``
+    steps and at the end. The equivariance transforms are drawn from a generator seeded with ``seed``;
+    batches come in ``pairs``' own (seeded) order. Returns {"history": [per-log-window means], "steps",
+    "seconds", "final": last window}.
+    """
+    if epochs is not None:
+        if not hasattr(pairs, "__len__"):
+            raise UserError("segmentation pre-training: epochs needs a loader with a length; give steps instead")
+        steps = epochs * len(pairs)  # type: ignore[arg-type]
+    if steps is None or steps < 1:
+        raise UserError(f"segmentation pre-training: steps must be >= 1, got {steps}")
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    model.to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=betas, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.StepLR(opt, lr_step, lr_gamma) if lr_step else None
+    history: list[dict[str, float]] = []
+    window: dict[str, float] = {}
+    t0 = time.monotonic()
+    batches = _batches(pairs)
+    for step in range(1, steps + 1):
+        source, driving = (x.to(device, non_blocking=True) for x in next(batches)[:2])
+        out = model(source, driving)
+        terms = model.loss(out, source, driving, generator)
+        if not torch.isfinite(terms["total"]):
+            raise FloatingPointError(f"segmentation pre-training: non-finite loss at step {step}: "
+                                     f"{ {k: float(v) for k, v in terms.items()} }")
+        opt.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+        for k, v in terms.items():
+            window[k] = window.get(k, 0.0) + float(v.detach())
+        window["n"] = window.get("n", 0.0) + 1
+        if step % log_every == 0 or step == steps:
+            n = window.pop("n")
+            row = {"step": step, "lr": opt.param_groups[0]["lr"], **{k: v / n for k, v in window.items()}}
+            history.append(row)
+            window = {}
+            elapsed = time.monotonic() - t0
+            log.info("segmenter step %d/%d: loss %.4f (rec %.4f, equ %.4f, geo %.4f), %.2f steps/s, ETA %.0f s",
+                     step, steps, row["total"], row["rec"], row["equ"], row["geo"], step / elapsed,
+                     (steps - step) * elapsed / step)
+        if checkpoint is not None and checkpoint_every and step % checkpoint_every == 0 and step < steps:
+            save_checkpoint(model, checkpoint, step=step, history=history)
+    seconds = time.monotonic() - t0
+    if checkpoint is not None:
+        save_checkpoint(model, checkpoint, step=steps, history=history, seconds=seconds)
+    return {"history": history, "steps": steps, "seconds": round(seconds, 2),
+            "final": history[-1] if history else {"total": math.nan}}

@@ -1,0 +1,143 @@
+"""SS-HSP segmentation network: U-Net outputs, the full forward/loss, inference, frame pairs, pre-training."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from hspreid.errors import UserError
+from hspreid.segmentation import (CoPartSegmenter, FramePairSampler, SegmentationUNet, consecutive_pairs,
+                                  load_segmenter, pretrain_segmenter)
+
+TINY = {"seg_size": (32, 16), "unet_channels": 4, "predictor_channels": 8, "predictor_max_channels": 16,
+        "num_res_blocks": 1, "reconstruction": "l1_ssim"}
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_unet_output_shapes_and_identity_affine_at_init():
+    net = SegmentationUNet(num_parts=6, base_channels=4)
+    out = net(torch.rand(2, 3, 64, 32))
+    assert net.head.out_channels == 6 * 6 + 1                            # S_t has 6K+1 channels
+    assert out["masks"].shape == (2, 7, 64, 32) and out["logits"].shape == (2, 7, 64, 32)
+    assert torch.allclose(out["masks"].sum(1), torch.ones(2, 64, 32), atol=1e-5)
+    assert out["heatmaps"].shape == (2, 6, 64, 32)
+    assert torch.allclose(out["heatmaps"].sum((2, 3)), torch.ones(2, 6), atol=1e-5)
+    assert out["shift"].shape == (2, 6, 2) and (out["shift"].abs() <= 1).all()
+    assert out["affine"].shape == (2, 6, 2, 2)
+    assert torch.allclose(out["affine"], torch.eye(2).expand(2, 6, 2, 2), atol=1e-6)
+
+
+def test_unet_soft_argmax_and_heat_weighted_affine():
+    net = SegmentationUNet(num_parts=1, base_channels=4, temperature=0.01)
+    net.hourglass = lambda x: x                                          # feed S_t straight to a 1x1 identity head
+    net.head = torch.nn.Conv2d(7, 7, 1, bias=False)
+    with torch.no_grad():
+        net.head.weight.copy_(torch.eye(7).view(7, 7, 1, 1))
+    s = torch.zeros(1, 7, 8, 4)
+    s[0, 2, 6, 1] = 1.0                                                  # shift logit peak at row 6, col 1
+    s[0, 3:] = torch.tensor([1.0, 0.0, 0.0, 1.0]).view(4, 1, 1)
+    s[0, 4, 6, 1] = 0.5                                                  # a shear only at the peak
+    out = net(s)
+    assert torch.allclose(out["shift"][0, 0], torch.tensor([-1 + 2 / 3, -1 + 12 / 7]), atol=1e-3)
+    assert torch.allclose(out["affine"][0, 0], torch.tensor([[1.0, 0.5], [0.0, 1.0]]), atol=1e-3)
+
+
+def test_segmenter_forward_loss_and_segment_shapes():
+    model = CoPartSegmenter(num_parts=3, **TINY)
+    src, drv = torch.rand(2, 3, 64, 32), torch.rand(2, 3, 64, 32)       # frames at 2x the segmentation size
+    out = model(src, drv)
+    assert out["prediction"].shape == (2, 3, 64, 32)
+    assert (out["prediction"] > 0).all() and (out["prediction"] < 1).all()
+    assert out["masks_source"].shape == out["masks_driving"].shape == (2, 4, 32, 16)
+    assert out["part_flows"].shape == (2, 3, 32, 16, 2) and out["flow"].shape == (2, 32, 16, 2)
+    assert out["visibility"].shape == (2, 1, 32, 16)
+    terms = model.loss(out, src, drv, torch.Generator().manual_seed(0))
+    assert set(terms) == {"total", "rec", "equ", "equ_kl", "equ_affine", "equ_shift", "geo"}
+    assert torch.isclose(terms["total"], terms["rec"] + terms["equ"] + terms["geo"])
+    terms["total"].backward()
+    assert all(p.grad is not None for p in model.unet.parameters())
+    seg = model.segment((torch.rand(5, 64, 32, 3) * 255).to(torch.uint8), batch_size=2)
+    assert seg["masks"].shape == (5, 4, 32, 16) and seg["labels"].dtype == torch.uint8
+    assert seg["labels"].shape == (5, 32, 16) and int(seg["labels"].max()) <= 3
+    assert model.training                                                # segment() restores the mode
+
+
+def test_identity_motion_at_init_predicts_from_unwarped_features():
+    model = CoPartSegmenter(num_parts=2, **TINY).eval()
+    frame = torch.rand(1, 3, 32, 16)
+    out = model(frame, frame)                                            # same frame: eq. 1 is the identity
+    assert torch.allclose(out["flow"], torch.stack(torch.meshgrid(torch.linspace(-1, 1, 32), torch.linspace(-1, 1, 16),
+                                                                  indexing="ij")[::-1], -1)[None], atol=1e-5)
+    assert torch.allclose(out["deformed"], frame, atol=1e-5)
+
+
+def test_loss_terms_switch_off_with_zero_weight():
+    model = CoPartSegmenter(num_parts=2, **{**TINY, "reconstruction": "not-a-name"}, lambda_rec=0.0, lambda_equ=0.0)
+    src, drv = torch.rand(2, 3, 32, 16), torch.rand(2, 3, 32, 16)
+    terms = model.loss(model(src, drv), src, drv)
+    assert float(terms["rec"]) == float(terms["equ"]) == 0.0
+    assert torch.equal(terms["total"], terms["geo"]) and float(terms["geo"].detach()) > 0
+
+
+def test_config_errors():
+    with pytest.raises(UserError, match="seg_size"):
+        CoPartSegmenter(num_parts=2, **{**TINY, "seg_size": (30, 16)})
+    with pytest.raises(UserError, match="num_parts"):
+        CoPartSegmenter(num_parts=0, **TINY)
+    with pytest.raises(UserError, match="vgg_random"):
+        CoPartSegmenter(num_parts=2, **{**TINY, "reconstruction": "vgg"})
+    with pytest.raises(UserError, match="head_kernel"):
+        CoPartSegmenter(num_parts=2, **TINY, head_kernel=4)
+    with pytest.raises(UserError, match="divisible by 4"):
+        CoPartSegmenter(num_parts=2, **TINY)(torch.rand(1, 3, 30, 16), torch.rand(1, 3, 30, 16))
+
+
+def test_consecutive_pairs_stay_inside_tracklets():
+    index = pd.DataFrame({"tracklet": [0, 0, 0, 1, 2, 2, 3, 3], "subset": ["train"] * 6 + ["test"] * 2,
+                          "pid": [1, 1, 1, 2, 3, 3, 4, 4], "label": 0, "camid": 0, "query": False, "gallery": False})
+    assert consecutive_pairs(index).tolist() == [[0, 1], [1, 2], [4, 5]]
+    assert consecutive_pairs(index, subset=None).tolist() == [[0, 1], [1, 2], [4, 5], [6, 7]]
+    assert consecutive_pairs(index, gap=2).tolist() == [[0, 2]]
+
+
+def test_frame_pair_sampler_reads_consecutive_frames(tiny_mars):
+    index = tiny_mars["index"]
+    sampler = FramePairSampler.from_index(tiny_mars["frames"], index, batch_size=3, seed=1)
+    src, drv = next(iter(sampler))
+    assert src.shape == drv.shape == (3, 3, 32, 16) and src.dtype == torch.float32
+    assert 0 <= float(src.min()) and float(src.max()) <= 1
+    again, _ = next(iter(FramePairSampler.from_index(tiny_mars["frames"], index, batch_size=3, seed=1)))
+    assert torch.equal(src, again)                                       # seeded
+    rows = sampler.pairs
+    assert (index["tracklet"].to_numpy()[rows[:, 0]] == index["tracklet"].to_numpy()[rows[:, 1]]).all()
+    assert (index["frame"].to_numpy()[rows[:, 1]] == index["frame"].to_numpy()[rows[:, 0]] + 1).all()
+    assert (index["subset"].to_numpy()[rows[:, 0]] == "train").all()
+
+
+def test_pretrain_overfits_a_fixed_pair_batch_and_is_deterministic(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    src = torch.rand(2, 3, 32, 16, generator=g)
+    drv = torch.roll(src, 1, dims=-1)
+    runs = []
+    for steps in (20, 10):                                               # the second run replays the first 10 steps
+        torch.manual_seed(0)
+        model = CoPartSegmenter(num_parts=3, **TINY)
+        runs.append(pretrain_segmenter(model, [(src, drv)], steps=steps, lr=3e-3, log_every=5, seed=0,
+                                       checkpoint=tmp_path / f"seg{steps}.pt"))
+    hist = runs[0]["history"]
+    assert [h["step"] for h in hist] == [5, 10, 15, 20]
+    assert hist[-1]["total"] < 0.8 * hist[0]["total"] and hist[-1]["rec"] < hist[0]["rec"]
+    assert [h["total"] for h in runs[1]["history"]] == pytest.approx([h["total"] for h in hist[:2]], rel=1e-4)
+    loaded, ckpt = load_segmenter(tmp_path / "seg10.pt")
+    assert ckpt["step"] == 10 and not loaded.training
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+    np.testing.assert_array_equal(loaded.segment(src)["labels"].numpy(), model.segment(src)["labels"].numpy())
+
+
+def test_pretrain_rejects_bad_steps():
+    model = CoPartSegmenter(num_parts=2, **TINY)
+    with pytest.raises(UserError, match="steps"):
+        pretrain_segmenter(model, [], steps=0)
+    with pytest.raises(UserError, match="no batch"):
+        pretrain_segmenter(model, [], steps=1)
