@@ -1,0 +1,27 @@
+# Parsing stores: five-region label maps (background, head, upper body, lower body, shoes) of every
+# frame, SPReID's parsing input, from the source a method names (`parsing.source`): the synthetic
+# ground truth (oracle), a trained ISP / HCGA parser folded by height, or any parser's maps (external).
+
+
+rule parse_frames:
+    input:
+        frames="results/{dataset}/frames.zarr",
+        index="results/{dataset}/index.parquet",
+        model=parser_model,
+        maps=external_maps,
+    output:
+        parsing=directory("results/{dataset}/parsing/{source}.zarr"),
+    params:
+        cfg=parsing_params,
+        device=config["device"],
+    log:
+        "results/{dataset}/logs/parse_frames_{source}.log",
+    threads: max_threads(8)
+    resources:
+        gpu=parser_gpu,
+        mem_mb=4000,
+    conda:
+        "../../envs/hspreid.yaml"
+    shell:
+        "python -m stages.parse_frames --frames {input.frames} --index {input.index} --output {output.parsing}"
+        " --model {input.model} --params {params.cfg:q} --device {params.device} --log-file {log}"
