@@ -5,6 +5,7 @@
 # data/<dataset> --extract_frames--> results/<dataset>/frames.zarr + index.parquet
 #   --train--> results/<dataset>/<method>/model.pt --extract_features--> features.zarr
 #   --rank--> metrics.json
+# SPReID also reads results/<dataset>/parsing/<source>.zarr (parse_frames: five-region maps of every frame).
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -20,6 +21,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/parsing.smk"
+include: "workflow/rules/regions.smk"
 include: "workflow/rules/eval.smk"
 
 

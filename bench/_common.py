@@ -139,6 +139,16 @@ def run_in_subprocess(script: str, *args: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def run_worker(script: str, kind: str, *args: str) -> dict:
+    """:func:`run_in_subprocess`, but a failed worker prints its stderr and stops the benchmark
+    naming ``kind``."""
+    try:
+        return run_in_subprocess(script, *args)
+    except subprocess.CalledProcessError as failed:
+        sys.stderr.write(failed.stderr)
+        raise SystemExit(f"worker {kind} failed") from None
+
+
 def emit(result: dict) -> None:
     """The worker's side: print ``result`` as the JSON line :func:`run_in_subprocess` reads."""
     print(json.dumps(result))

@@ -30,13 +30,12 @@ around their part means (the k-means objective of the partition), summed over id
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
-from _common import Measurement, emit, run_in_subprocess, runtime_line
+from _common import Measurement, emit, run_worker, runtime_line
 
 MARKET_MAPS, MARKET_IDS = 12936, 751
 C, H, W = 256, 64, 32
@@ -205,11 +204,7 @@ def run_sub(kind: str, n_ids: int, args, out_dir: str, evaluate_: bool) -> dict:
                    "--threads", str(args.threads), "--init-sample", str(args.init_sample or 0),
                    "--max-points", str(args.max_points or 0)]
     worker_args += ([] if args.sharpen else ["--no-sharpen"]) + (["--evaluate"] if evaluate_ else [])
-    try:
-        return run_in_subprocess(__file__, *worker_args)
-    except subprocess.CalledProcessError as failed:
-        sys.stderr.write(failed.stderr)
-        raise SystemExit(f"worker {kind} failed") from None
+    return run_worker(__file__, kind, *worker_args)
 
 
 def main() -> None:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hspreid.errors import UserError
+
 import hspreid.io  # noqa: F401  (filters zarr's warning about Snakemake's timestamp file)
 
 
@@ -69,11 +71,28 @@ def label_rows(frames: Path, label_stores: list[Path], count: int = 12, seed: in
 
 
 def _frames_of(label_store: Path) -> Path:
-    """results/<dataset>/<method>/round<r>/pseudo_labels.zarr -> results/<dataset>/frames.zarr"""
-    return label_store.resolve().parents[2] / "frames.zarr"
+    """The frame store a label store was made from: its ``frames`` attribute, else the layout's
+    results/<dataset>/<method>/round<r>/pseudo_labels.zarr -> results/<dataset>/frames.zarr."""
+    import zarr
+
+    recorded = zarr.open_group(str(label_store), mode="r").attrs.get("frames")
+    parents = label_store.resolve().parents
+    candidates = ([Path(recorded)] if recorded else []) + [parents[min(2, len(parents) - 1)] / "frames.zarr"]
+    for frames in candidates:
+        if (frames / "zarr.json").is_file():
+            return frames
+    raise UserError(f"{label_store}: its frame store is not at {' or '.join(map(str, candidates))}")
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _inspect(argv)
+    except (UserError, FileNotFoundError) as e:
+        print(f"hspreid: {e}", file=sys.stderr)
+        return 1
+
+
+def _inspect(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="hspreid", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)

@@ -42,10 +42,45 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return out
 
 
-def resolve_method(method_cfg: Mapping[str, Any], dataset_cfg: Mapping[str, Any], method: str) -> dict[str, Any]:
-    """The configuration a (data set, method) run uses."""
+def resolve_method(method_cfg: Mapping[str, Any], dataset_cfg: Mapping[str, Any],
+                   method: str | list[str]) -> dict[str, Any]:
+    """The configuration a (data set, method) run uses: the method's, then the data set's
+    ``overrides``, then its ``method_overrides`` of each name in ``method`` (a name, or a method's
+    lineage base first -- see :func:`resolve_extends` -- so a data set's settings for ``hcga``
+    also reach the ablations that extend it)."""
     merged = deep_merge(method_cfg, dataset_cfg.get("overrides", {}) or {})
-    return deep_merge(merged, (dataset_cfg.get("method_overrides", {}) or {}).get(method, {}) or {})
+    per_method = dataset_cfg.get("method_overrides", {}) or {}
+    for name in [method] if isinstance(method, str) else method:
+        merged = deep_merge(merged, per_method.get(name, {}) or {})
+    return merged
+
+
+def resolve_extends(entries: Mapping[str, Mapping[str, Any]], what: str = "method") -> tuple[dict, dict]:
+    """Resolve ``extends: <name>`` (an ablation is its base configuration plus the keys it changes).
+
+    Returns (name -> merged configuration without ``extends``, name -> lineage [root, ..., name]).
+    """
+    resolved: dict[str, dict] = {}
+    lineage: dict[str, list[str]] = {}
+
+    def resolve(name: str, chain: tuple[str, ...]) -> None:
+        if name in resolved:
+            return
+        if name in chain:
+            raise UserError(f"{what} {name!r}: 'extends' forms a cycle ({' -> '.join(chain + (name,))})")
+        entry = dict(entries[name])
+        base = entry.pop("extends", None)
+        if base is None:
+            resolved[name], lineage[name] = entry, [name]
+            return
+        if base not in entries:
+            raise UserError(f"{what} {name!r}: extends {base!r}, which does not exist")
+        resolve(base, chain + (name,))
+        resolved[name], lineage[name] = deep_merge(resolved[base], entry), lineage[base] + [name]
+
+    for name in entries:
+        resolve(name, ())
+    return resolved, lineage
 
 
 def config_hash(obj: Any, length: int = 12) -> str:

@@ -63,8 +63,25 @@ def _parsing_term(out: dict, batch: dict, heads: list[str], ignore_index: int = 
     return parsing_loss(out["part_logits"], batch["part_labels"].flatten(0, 1), ignore_index)
 
 
+def ssn_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """SSN3D eq. 4: L_SSN = -sum_i log softmax_j(p_{i,j})[i], the 2nd-round cross-entropy of each part
+    tensor Y^i against its own part label i.
+
+    ``logits`` [M, N, N] (image m, part feature i, scores over the N parts: eq. 4's p_{i,j}, used as
+    the softmax's inputs), ``targets`` [M, N] long (i for row i). Summed over the N parts as in eq. 4,
+    averaged over the M images (frames); with unshared classifiers (SSN3D Table 2) this is the mean
+    of the T per-frame losses rather than their sum, i.e. lambda / T.
+    """
+    m = logits.shape[0]
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten().long(), reduction="sum") / max(m, 1)
+
+
+def _ssn_term(out: dict, batch: dict, heads: list[str]) -> torch.Tensor:
+    return ssn_loss(out["ssn_logits"], out["ssn_targets"])
+
+
 LOSS_TERMS: dict[str, Callable[..., torch.Tensor]] = {"id": _id_term, "triplet": _triplet_term,
-                                                      "parsing": _parsing_term}
+                                                      "parsing": _parsing_term, "ssn": _ssn_term}
 
 
 class Criterion:

@@ -3,6 +3,9 @@
     python -m stages.extract_features --model results/mars/baseline/model.pt \
         --frames results/mars/frames.zarr --index results/mars/index.parquet \
         --output results/mars/baseline/features.zarr --params '{"mode": "all", "clip_len": 32}'
+
+A model that takes parsing maps (SPReID) gets the test frames' region maps from ``--parsing`` (a
+parsing store from parse_frames).
 """
 from __future__ import annotations
 
@@ -12,13 +15,23 @@ from pathlib import Path
 
 import pandas as pd
 
+from hspreid.data.regions import ParsingStore
 from hspreid.engine.trainer import pick_device, seed_everything
-from hspreid.features import extract_features, write_features
+from hspreid.errors import UserError
+from hspreid.features import extract_features, predicted_parsing_quality, write_features
 from hspreid.models import load_model
 from hspreid.stage import check_keys, parse_params, run_stage, stage_parser
 
 DEFAULTS = {"mode": "all", "clip_len": 32, "evenly_frames": 15, "frames_per_batch": 256, "num_workers": 1,
-            "dtype": "float32"}
+            "dtype": "float32", "parsing_frames": 2000}
+
+
+def parsing_summary(path: Path | None) -> dict | None:
+    """Which parsing store the model read (store, source, its IoU against the ground truth), for metrics.json."""
+    if path is None:
+        return None
+    attrs = ParsingStore(path).attrs
+    return {"store": str(path), "source": attrs.get("source"), "iou": attrs.get("iou")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", required=True, type=Path, help="frames.zarr")
     p.add_argument("--index", required=True, type=Path, help="index.parquet")
     p.add_argument("--output", required=True, type=Path, help="features.zarr to write")
+    p.add_argument("--parsing", type=Path, nargs="?", default=None,
+                   help="parsing store (parse_frames) of the test frames, for SPReID (empty: none)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     args = p.parse_args(argv)
 
@@ -36,15 +51,22 @@ def main(argv: list[str] | None = None) -> int:
         check_keys(params, DEFAULTS, "features")
         seed_everything(args.seed)
         model, ckpt = load_model(args.model)
-        feats = extract_features(model, args.frames, pd.read_parquet(args.index), device=pick_device(args.device),
+        if args.parsing is None and getattr(model, "fallback", None) == "error":
+            raise UserError(f"{args.model}: the model needs parsing maps (model.fallback 'error'); pass --parsing")
+        index, device = pd.read_parquet(args.index), pick_device(args.device)
+        feats = extract_features(model, args.frames, index, device=device,
                                  mode=params["mode"], clip_len=params["clip_len"],
                                  evenly_frames=params["evenly_frames"], frames_per_batch=params["frames_per_batch"],
-                                 num_workers=params["num_workers"])
+                                 num_workers=params["num_workers"], parsing=args.parsing)
         seconds = {**ckpt.get("stage_seconds", {}), "extract_features": round(time.monotonic() - t0, 2)}
         write_features(args.output, feats, dtype=params["dtype"],
                        attrs={"aggregation": {k: params[k] for k in ("mode", "clip_len", "evenly_frames")},
                               "model_config_hash": ckpt.get("config_hash"), "stage_seconds": seconds,
-                              "rounds": ckpt.get("rounds", [])})
+                              "rounds": ckpt.get("rounds", []), "parsing": parsing_summary(args.parsing),
+                              "parsing_iou": predicted_parsing_quality(
+                                  model, args.frames, index.index[index["subset"] == "test"].to_numpy(),
+                                  device=device, max_frames=params["parsing_frames"],
+                                  frames_per_batch=params["frames_per_batch"])})
 
     return run_stage("extract_features", args, body)
 

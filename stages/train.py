@@ -3,6 +3,10 @@
     python -m stages.train --frames results/mars/frames.zarr --index results/mars/index.parquet \
         --output results/mars/baseline/model.pt --checkpoint work/ckpt/mars/baseline.pt \
         --params '{"model": {...}, "train": {...}, "losses": {...}, "augment": {...}}'
+
+Methods whose model takes extra inputs get them here: SPReID the training frames' region maps
+(``--parsing``, a store from parse_frames), SSN3D in semi-supervised mode the key points of a few
+labelled frames per tracklet (the ``keypoints`` block; ``--keypoints-root``, the data set's root).
 """
 from __future__ import annotations
 
@@ -16,11 +20,41 @@ import torch
 from hspreid.config import config_hash
 from hspreid.data.datasets import AugmentConfig, PartLabels, TrainClips
 from hspreid.data.frames import FrameStore
+from hspreid.data.keypoints import KeypointConfig, Keypoints, labelled_keypoints
 from hspreid.engine.trainer import TrainConfig, pick_device, seed_everything, train
+from hspreid.errors import UserError
+from hspreid.features import predicted_parsing_quality
 from hspreid.io import atomic_file, log
 from hspreid.losses import Criterion
 from hspreid.models import build_model, load_model
 from hspreid.stage import check_keys, parse_params, run_stage, stage_parser, typed_config
+
+
+def load_keypoints(block: dict | None, root: Path | None, index: pd.DataFrame) -> Keypoints | None:
+    """The labelled key points the ``keypoints`` block asks for (None: unsupervised, no key points)."""
+    if block is None:
+        return None
+    cfg = typed_config(KeypointConfig, block, "keypoints")
+    if root is None:
+        raise UserError("keypoints: a keypoints block needs --keypoints-root (the data set's root)")
+    if isinstance(cfg.labelled_per_tracklet, bool) or not isinstance(cfg.labelled_per_tracklet, int) \
+            or cfg.labelled_per_tracklet < 0:
+        raise UserError(f"keypoints.labelled_per_tracklet: expected an integer >= 0, got {cfg.labelled_per_tracklet!r}")
+    return labelled_keypoints(root, index, cfg)
+
+
+def check_extra_inputs(model: torch.nn.Module, parsing: Path | None, keypoints: Keypoints | None) -> None:
+    """Parsing maps and key points only go to a model that takes them, in the shape it takes."""
+    takes = getattr(model, "extra_inputs", ())
+    if parsing is not None and "parsing" not in takes:
+        raise UserError(f"--parsing: model {type(model).__name__} takes no parsing maps")
+    if parsing is None and getattr(model, "fallback", None) == "error":
+        raise UserError("parsing: model.fallback is 'error' but no parsing maps were given (name a parsing.source)")
+    if keypoints is not None and "keypoints" not in takes:
+        raise UserError(f"keypoints: model {type(model).__name__} takes no key points (remove the keypoints block)")
+    if keypoints is not None and len(keypoints.joints) != getattr(model, "num_parts", len(keypoints.joints)):
+        raise UserError(f"keypoints.joints: {len(keypoints.joints)} joints for model.num_parts = {model.num_parts} "
+                        "(part i is anchored at joint i)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,21 +67,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--part-labels", type=Path, default=None,
                    help="pseudo_labels.zarr: part-label maps of the training frames (ISP, HCGA)")
     p.add_argument("--init", type=Path, default=None, help="model.pt to start from (the previous round's)")
+    p.add_argument("--parsing", type=Path, nargs="?", default=None,
+                   help="parsing store (parse_frames) of the training frames, for SPReID (empty: none)")
+    p.add_argument("--keypoints-root", type=Path, nargs="?", default=None,
+                   help="data set root whose images (and ground_truth/keypoints.csv, unless keypoints.file names "
+                        "another CSV) give the key points, for semi-supervised SSN3D (empty: none)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     args = p.parse_args(argv)
 
     def body() -> None:
         t0 = time.monotonic()
         params = parse_params(args.params)
-        check_keys(params, {"model", "train", "losses", "augment"}, "method")
+        check_keys(params, {"model", "train", "losses", "augment", "keypoints"}, "method")
         seed_everything(args.seed)
         device = pick_device(args.device)
         tcfg = typed_config(TrainConfig, params.get("train", {}), "train")
         index = pd.read_parquet(args.index)
+        keypoints = load_keypoints(params.get("keypoints"), args.keypoints_root, index)
         dataset = TrainClips(args.frames, index, tcfg.num_frames,
                              typed_config(AugmentConfig, params.get("augment", {}), "augment"),
-                             part_labels=args.part_labels)
+                             part_labels=args.part_labels, parsing=args.parsing, keypoints=keypoints)
         model = build_model(params["model"], dataset.num_classes)
+        check_extra_inputs(model, args.parsing, keypoints)
         rounds = []  # pseudo-label quality of every round so far, carried to metrics.json
         if args.init:
             start, start_ckpt = load_model(args.init)
@@ -59,13 +100,16 @@ def main(argv: list[str] | None = None) -> int:
         criterion = Criterion(params.get("losses", {"id": {}, "triplet": {}}))
         log.info("training %s on %s: %d tracklets, %d identities, device %s", params["model"].get("name"),
                  args.frames, len(dataset), dataset.num_classes, device)
+        extra = {k: str(v) for k, v in (("parsing", args.parsing), ("keypoints_root", args.keypoints_root)) if v}
         run_hash = config_hash({"params": params, "seed": args.seed, "init": str(args.init),
-                                "labels": str(args.part_labels)})
+                                "labels": str(args.part_labels), **extra})
         history = train(model, dataset, criterion, tcfg, device=device, seed=args.seed,
                         checkpoint=args.checkpoint, resume_key=run_hash)
         if args.part_labels:
             label_attrs = PartLabels(args.part_labels).attrs
-            rounds.append({"round": label_attrs.get("round"), "pseudo_label_iou": label_attrs.get("iou")})
+            train_rows = index.index[index["subset"] == "train"].to_numpy()
+            rounds.append({"round": label_attrs.get("round"), "pseudo_label_iou": label_attrs.get("iou"),
+                           "parsing_iou": predicted_parsing_quality(model, args.frames, train_rows, device=device)})
         upstream = FrameStore(args.frames).attrs.get("summary", {})
         with atomic_file(args.output) as tmp:
             torch.save({"model_cfg": params["model"], "num_classes": dataset.num_classes,

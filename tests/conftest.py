@@ -23,3 +23,31 @@ def tiny_mars(tmp_path_factory) -> dict:
     index = attach_ground_truth(read_dataset("mars", root), root)
     index, _ = write_frame_store(index, root, base / "frames.zarr", height=32, width=16, chunk_frames=4)
     return {"root": root, "frames": base / "frames.zarr", "index": index}
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op torch thread for tiny convolutions: on a shared 2-core machine a second OpenMP
+    thread only adds spin-waits (8-30x slower under load)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _hspreid_logger_restored():
+    """Stages run in-process call ``setup_logging``, which stops the ``hspreid`` logger from
+    propagating; restore it after each test so later tests' ``caplog`` sees the records."""
+    import logging
+
+    logger = logging.getLogger("hspreid")
+    handlers, propagate, level = list(logger.handlers), logger.propagate, logger.level
+    yield
+    for h in list(logger.handlers):
+        if h not in handlers:
+            logger.removeHandler(h)
+            h.close()
+    logger.propagate, logger.level = propagate, level

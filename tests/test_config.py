@@ -15,3 +15,25 @@ def test_deep_merge_and_resolution_order():
 def test_config_hash_ignores_key_order():
     assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1})
     assert config_hash({"a": 1}) != config_hash({"a": 2})
+
+
+def test_extends_merges_the_base_and_keeps_the_lineage():
+    import pytest
+
+    from hspreid.config import resolve_extends
+    from hspreid.errors import UserError
+
+    entries = {"hcga": {"model": {"name": "hcga", "gam_t": 4}, "train": {"epochs": 120}},
+               "hcga_t2": {"extends": "hcga", "model": {"gam_t": 2}},
+               "deep": {"extends": "hcga_t2", "train": {"epochs": 5}}}
+    resolved, lineage = resolve_extends(entries)
+    assert resolved["hcga_t2"] == {"model": {"name": "hcga", "gam_t": 2}, "train": {"epochs": 120}}
+    assert resolved["deep"]["train"]["epochs"] == 5 and resolved["deep"]["model"]["gam_t"] == 2
+    assert lineage["deep"] == ["hcga", "hcga_t2", "deep"] and "extends" not in resolved["deep"]
+    dataset = {"method_overrides": {"hcga": {"train": {"epochs": 7}}, "hcga_t2": {"model": {"gam_t": 3}}}}
+    cfg = resolve_method(resolved["hcga_t2"], dataset, lineage["hcga_t2"])
+    assert cfg["train"]["epochs"] == 7 and cfg["model"]["gam_t"] == 3   # base's overrides, then its own
+    with pytest.raises(UserError, match="does not exist"):
+        resolve_extends({"a": {"extends": "nope"}})
+    with pytest.raises(UserError, match="cycle"):
+        resolve_extends({"a": {"extends": "b"}, "b": {"extends": "a"}})

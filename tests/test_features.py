@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -44,3 +45,33 @@ def test_evenly_mode_uses_evenly_spaced_frames(tiny_mars):
     row = tracklet_table(index).query("subset == 'test'").iloc[0]
     frames = store.read(row["start"] + evenly_spaced_clip(int(row["length"]), 5)).astype(np.float64)
     assert np.allclose(feats["global"][0], frames.mean(axis=(0, 1, 2)), atol=1e-3)
+
+
+class ParsingMean(nn.Module):
+    """Embedding = mean of the clip's parsing labels (a model that takes parsing maps, as SPReID)."""
+
+    extra_inputs = ("parsing",)
+
+    def forward(self, clips, parsing=None):
+        assert parsing is not None and parsing.shape[:2] == clips.shape[:2]
+        return {"embedding": {"global": parsing.float().mean(dim=(1, 2, 3))[:, None]}}
+
+
+def test_models_that_take_parsing_get_the_test_frames_maps(tiny_mars, tmp_path):
+    import zarr
+
+    index = tiny_mars["index"]
+    labels = (np.arange(len(index)) % 5).astype(np.uint8)[:, None, None].repeat(4, 1).repeat(2, 2)
+    group = zarr.open_group(str(tmp_path / "parsing.zarr"), mode="w")
+    group.create_array("rows", data=np.arange(len(index)))
+    group.create_array("labels", data=labels)
+    feats = extract_features(ParsingMean(), tiny_mars["frames"], index, device=torch.device("cpu"), mode="all",
+                             clip_len=4, frames_per_batch=8, num_workers=0, parsing=tmp_path / "parsing.zarr")
+    tracks = tracklet_table(index).query("subset == 'test'")
+    for i, (_, row) in enumerate(tracks.iterrows()):
+        values = labels[row["start"]:row["start"] + row["length"], 0, 0].astype(np.float64)
+        expected = np.mean([values[c].mean() for c in consecutive_clips(int(row["length"]), 4)])
+        assert feats["global"][i, 0] == pytest.approx(expected, abs=1e-5)
+    plain = extract_features(ClipMean(), tiny_mars["frames"], index, device=torch.device("cpu"), clip_len=4,
+                             num_workers=0, parsing=tmp_path / "missing.zarr")   # not read: ClipMean takes none
+    assert len(plain["global"]) == len(tracks)

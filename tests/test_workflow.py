@@ -1,7 +1,8 @@
-"""End to end: the real Snakefile on a tiny synthetic MARS-layout data set, in a temporary workdir.
+"""End to end: the real Snakefile on tiny synthetic data sets, in a temporary workdir.
 
 Proves the caching contract: a second run has nothing to do; a ranking option reruns only `rank`;
 training epochs rerun train, extract_features and rank but not the frames; same seed, same metrics.
+And the pseudo-label rounds (ISP): labels r from model r-1, every round kept, quality in metrics.json.
 """
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import zarr
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = "results/synth_tiny/baseline/metrics.json"
@@ -80,12 +83,17 @@ def metric_numbers(workdir: Path) -> dict:
     return {k: m[k] for k in METRIC_KEYS}
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
+def new_workdir(tmp_path_factory) -> Path:
     wd = tmp_path_factory.mktemp("wf")
     (wd / "config/datasets").mkdir(parents=True)
     shutil.copy(REPO / "config/config.yaml", wd / "config/config.yaml")
     shutil.copytree(REPO / "config/methods", wd / "config/methods")
+    return wd
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    wd = new_workdir(tmp_path_factory)
     set_overrides(wd, "")
     snakemake(wd, TARGET)
     return wd
@@ -143,3 +151,78 @@ def test_same_seed_same_metrics(workdir):
     first = metric_numbers(workdir)
     snakemake(workdir, TARGET, "--forcerun", "train")
     assert metric_numbers(workdir) == first
+
+
+TINY_MARKET = """\
+kind: market1501
+modality: image
+root: data/synth_tiny_market
+synthetic:
+  layout: market
+  params: {num_train_ids: 8, num_test_ids: 6, num_distractors: 4, num_junk: 2, images_per_cam: [2, 3],
+           height: 64, width: 32}
+frames: {height: 64, width: 32}
+overrides:
+  model: {backbone: resnet18, layer3_stride: 1}
+  train: {epochs: 1, warmup_epochs: 1, milestones: [5], num_ids: 4, num_instances: 2, num_frames: 1,
+          num_workers: 0, log_every: 0}
+  features: {clip_len: 1, num_workers: 0}
+method_overrides:
+  isp:
+    model: {num_parts: 4}
+    pseudo_labels: {num_parts: 4, ids_per_batch: 3}
+    rounds: {count: 2, epochs: 1, init: baseline}
+  hcga:
+    pseudo_labels: {min_labels: 8, max_steps: 4}
+    rounds: {count: 1, epochs: 1, init: baseline}
+"""
+
+
+def test_isp_rounds(tmp_path_factory):
+    wd = new_workdir(tmp_path_factory)
+    (wd / "config/datasets/synth_tiny_market.yaml").write_text(TINY_MARKET)
+    run = wd / "results/synth_tiny_market"
+    snakemake(wd, *(str(run.relative_to(wd) / f"{m}/metrics.json") for m in ("isp", "isp_no_arm", "hcga")))
+    rounds = []
+    for r in (0, 1):
+        group = zarr.open_group(str(run / f"isp/round{r}/pseudo_labels.zarr"), mode="r")
+        assert group.attrs["round"] == r and group.attrs["K"] == 4
+        assert group["labels"].shape[1:] == (8, 4) and int(group["labels"][...].max()) <= 3
+        assert group.attrs["source_model"].endswith("baseline/model.pt" if r == 0 else "isp/round0/model.pt")
+        rounds.append(group.attrs["iou"])
+    m = json.loads((run / "isp/metrics.json").read_text())
+    assert m["distance"] == "isp" and [x["round"] for x in m["rounds"]] == [0, 1]
+    assert [x["pseudo_label_iou"] for x in m["rounds"]] == rounds
+    assert all(0 <= x["parsing_iou"]["foreground_iou"] <= 1 for x in m["rounds"])
+    assert m["parsing_iou"]["frames"] > 0 and len(m["parsing_iou"]["part_iou"]) >= 3
+    no_arm = json.loads((run / "isp_no_arm/metrics.json").read_text())
+    assert no_arm["distance"] == "concat" and not (run / "isp_no_arm/model.pt").exists()  # isp's features
+    coparsed = zarr.open_group(str(run / "hcga/round0/pseudo_labels.zarr"), mode="r")
+    assert coparsed.attrs["mode"] == "coparse" and coparsed.attrs["K"] == 4
+    assert int(coparsed["labels"][...].max()) <= 3 and isinstance(coparsed.attrs["fallbacks"], dict)
+    hcga = json.loads((run / "hcga/metrics.json").read_text())
+    assert hcga["distance"] == "hcga" and len(hcga["rounds"]) == 1 and hcga["parsing_iou"]["frames"] > 0
+    picture = wd / "rounds.png"
+    subprocess.run([sys.executable, "-m", "hspreid.cli", "inspect", "--rounds", str(run / "isp"), "--png",
+                    str(picture)], check=True, capture_output=True)
+    assert picture.stat().st_size > 1000
+
+
+def test_spreid_oracle_parsing(tmp_path_factory):
+    """SPReID through the DAG: parse_frames writes the oracle store, train and extract_features read it."""
+    wd = new_workdir(tmp_path_factory)
+    (wd / "config/datasets/synth_tiny_market.yaml").write_text(TINY_MARKET)
+    run = wd / "results/synth_tiny_market"
+    snakemake(wd, "results/synth_tiny_market/spreid_oracle/metrics.json")
+    store = zarr.open_group(str(run / "parsing/oracle.zarr"), mode="r")
+    frames = zarr.open_group(str(run / "frames.zarr"), mode="r")
+    labels, masks = store["labels"][...], frames["masks"][...]
+    assert store.attrs["source"] == "oracle" and labels.shape == masks.shape
+    assert list(store["rows"][...]) == list(range(len(masks)))              # every frame, train and test
+    assert (labels == np.where(masks == 5, 255, masks)).all()
+    features = zarr.open_group(str(run / "spreid_oracle/features.zarr"), mode="r")
+    assert features.attrs["parsing"]["store"].endswith("parsing/oracle.zarr")
+    m = json.loads((run / "spreid_oracle/metrics.json").read_text())
+    assert m["method"] == "spreid_oracle" and m["distance"] == "global" and 0 <= m["mAP"] <= 1
+    assert m["parsing"]["source"] == "oracle"
+    assert not (run / "baseline").exists()                                  # the oracle needs no parser

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from hspreid.data.sampling import IdentityBatchSampler
 from hspreid.io import atomic_file
 from hspreid.losses import Criterion
+from hspreid.models import model_extras
 
 log = logging.getLogger("hspreid.train")
 
@@ -39,6 +40,7 @@ class TrainConfig:
     num_workers: int = 2
     amp: bool = True           # only on CUDA
     log_every: int = 20
+    start_epoch: int = 0       # position in the LR schedule of the first epoch (rounds continue one schedule)
 
 
 def seed_everything(seed: int) -> None:
@@ -66,12 +68,17 @@ def lr_factor(epoch: int, cfg: TrainConfig) -> float:
     return decay
 
 
+STACKED = ("part_labels", "parsing", "keypoints")
+"""Optional per-clip tensors a dataset item may carry; batched by stacking."""
+
+
 def _collate(items: list[dict]) -> dict:
     batch = {"frames": torch.stack([it["frames"] for it in items]),
              "label": torch.tensor([it["label"] for it in items], dtype=torch.long),
              "camid": torch.tensor([it["camid"] for it in items], dtype=torch.long)}
-    if "part_labels" in items[0]:
-        batch["part_labels"] = torch.stack([it["part_labels"] for it in items])
+    for key in STACKED:
+        if key in items[0]:
+            batch[key] = torch.stack([it[key] for it in items])
     return batch
 
 
@@ -107,8 +114,8 @@ def train(model: nn.Module, dataset: Any, criterion: Criterion, cfg: TrainConfig
     for epoch in range(start, cfg.epochs):
         t0 = time.monotonic()
         for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * lr_factor(epoch, cfg)
-        sampler.set_epoch(epoch)
+            group["lr"] = cfg.lr * lr_factor(cfg.start_epoch + epoch, cfg)
+        sampler.set_epoch(cfg.start_epoch + epoch)
         model.train()
         sums: dict[str, float] = {}
         n = 0
@@ -116,7 +123,7 @@ def train(model: nn.Module, dataset: Any, criterion: Criterion, cfg: TrainConfig
             frames = batch["frames"].to(device, non_blocking=True)
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with torch.autocast(device.type, enabled=use_amp):
-                out = model(frames)
+                out = model(frames, **model_extras(model, batch))
             loss, parts = criterion(out, batch)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()

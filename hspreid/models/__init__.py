@@ -8,9 +8,13 @@ from torch import nn
 
 from hspreid.errors import UserError
 from hspreid.models.baseline import Baseline
+from hspreid.models.hcga import HCGA
 from hspreid.models.isp import ISP
+from hspreid.models.spreid import SPReID
+from hspreid.models.ssn3d import SSN3D
 
-MODELS: dict[str, type[nn.Module]] = {"baseline": Baseline, "isp": ISP}
+MODELS: dict[str, type[nn.Module]] = {"baseline": Baseline, "isp": ISP, "hcga": HCGA, "spreid": SPReID,
+                                      "ssn3d": SSN3D}
 
 
 def build_model(cfg: dict[str, Any], num_classes: int) -> nn.Module:
@@ -23,6 +27,12 @@ def build_model(cfg: dict[str, Any], num_classes: int) -> nn.Module:
         return MODELS[name](num_classes=num_classes, **cfg)
     except TypeError as e:
         raise UserError(f"model: bad option for {name!r}: {e}") from None
+
+
+def model_extras(model: nn.Module, batch: dict[str, Any]) -> dict[str, Any]:
+    """The batch entries ``model`` takes besides the frames: those of its ``extra_inputs`` (SPReID's
+    ``parsing``, SSN3D's ``keypoints``) that the batch carries, as keyword arguments."""
+    return {k: batch[k] for k in getattr(model, "extra_inputs", ()) if k in batch}
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, dict]:

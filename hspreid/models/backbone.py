@@ -13,9 +13,12 @@ _RESNETS = {"resnet18": tvm.resnet18, "resnet34": tvm.resnet34, "resnet50": tvm.
             "resnet101": tvm.resnet101}
 
 
-def build_resnet(name: str = "resnet50", last_stride: int = 1, pretrained: str | None = None) -> tuple[nn.Module, int]:
+def build_resnet(name: str = "resnet50", last_stride: int = 1, pretrained: str | None = None,
+                 layer3_stride: int = 2) -> tuple[nn.Module, int]:
     """(trunk conv1..layer4, output channels). ``pretrained`` is a local ImageNet state-dict file.
 
+    The output stride is 32 with both strides 2, 16 with ``last_stride=1`` (BoT), 8 with
+    ``layer3_stride=1`` as well (a finer part-label grid, closer to HRNet's stride 4 in ISP).
     Nothing is ever downloaded: without a file the network starts from random weights.
     """
     if name not in _RESNETS:
@@ -23,12 +26,14 @@ def build_resnet(name: str = "resnet50", last_stride: int = 1, pretrained: str |
     net = _RESNETS[name](weights=None)
     if pretrained:
         load_pretrained(net, pretrained)
-    if last_stride != 2:
-        block = net.layer4[0]
+    for layer, stride in ((net.layer3, layer3_stride), (net.layer4, last_stride)):
+        if stride not in (1, 2):
+            raise UserError(f"model: backbone strides must be 1 or 2, got {stride}")
+        block = layer[0]
         conv = block.conv2 if hasattr(block, "conv3") else block.conv1  # Bottleneck strides in conv2
-        conv.stride = (last_stride, last_stride)
+        conv.stride = (stride, stride)
         if block.downsample is not None:
-            block.downsample[0].stride = (last_stride, last_stride)
+            block.downsample[0].stride = (stride, stride)
     trunk = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
     return trunk, net.fc.in_features
 

@@ -16,10 +16,10 @@ class Baseline(nn.Module):
     """
 
     def __init__(self, num_classes: int, backbone: str = "resnet50", last_stride: int = 1,
-                 pretrained: str | None = None):
+                 pretrained: str | None = None, layer3_stride: int = 2):
         super().__init__()
         self.normalize = Normalize()
-        self.trunk, self.dim = build_resnet(backbone, last_stride, pretrained)
+        self.trunk, self.dim = build_resnet(backbone, last_stride, pretrained, layer3_stride)
         self.neck = BNNeck(self.dim, num_classes)
 
     def frame_maps(self, clips: torch.Tensor) -> torch.Tensor:

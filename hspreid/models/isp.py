@@ -35,27 +35,29 @@ class ISP(nn.Module):
     """
 
     def __init__(self, num_classes: int, num_parts: int = 7, backbone: str = "resnet50", last_stride: int = 1,
-                 pretrained: str | None = None):
+                 pretrained: str | None = None, layer3_stride: int = 2):
         super().__init__()
         if num_parts < 2:
             raise ValueError("num_parts counts the background: it must be at least 2")
         self.num_parts = num_parts
         self.normalize = Normalize()
-        self.trunk, self.dim = build_resnet(backbone, last_stride, pretrained)
+        self.trunk, self.dim = build_resnet(backbone, last_stride, pretrained, layer3_stride)
         self.part_classifier = nn.Conv2d(self.dim, num_parts, kernel_size=1)   # eq. 5: W_k^T M_g(x, y)
         self.necks = nn.ModuleDict({"global": BNNeck(self.dim, num_classes),
                                     "foreground": BNNeck(self.dim, num_classes),
                                     "parts": BNNeck(self.dim * (num_parts - 1), num_classes)})
+
+    def pool_parts(self, maps: torch.Tensor, probs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Foreground F_f = GAP(sum_k>=1 P_k * M_g) and parts [F_1 .. F_K-1], F_k = GAP(P_k * M_g)."""
+        pooled = part_pooling(maps, probs)                                 # [B*T, K, C]
+        return {"foreground": pooled[:, 1:].sum(dim=1), "parts": pooled[:, 1:].flatten(1)}
 
     def forward(self, clips: torch.Tensor) -> dict:
         b, t = clips.shape[:2]
         maps = self.trunk(self.normalize(clips.flatten(0, 1)))             # M_g
         logits = self.part_classifier(maps)
         probs = logits.softmax(dim=1)                                      # eq. 5
-        pooled = part_pooling(maps, probs)                                 # [B*T, K, C]
-        feats = {"global": maps.mean(dim=(2, 3)),                          # F_g
-                 "foreground": pooled[:, 1:].sum(dim=1),                   # F_f = GAP(sum_k>=1 P_k * M_g)
-                 "parts": pooled[:, 1:].flatten(1)}                        # [F_1 .. F_K-1]
+        feats = {"global": maps.mean(dim=(2, 3)), **self.pool_parts(maps, probs)}
         feats = {k: v.view(b, t, -1).mean(dim=1) for k, v in feats.items()}
         out = {"features": feats, "logits": {}, "embedding": {}, "part_logits": logits}
         for name, neck in self.necks.items():

@@ -86,3 +86,18 @@ def part_iou(pred: np.ndarray, gt: np.ndarray, num_classes: int, *, match: str =
             "mapping": mapping,
             "confusion": conf,
         }
+
+
+def label_quality(labels: np.ndarray, masks: np.ndarray, num_parts: int) -> dict:
+    """Summary of :func:`part_iou` (Hungarian matching) of label maps [N, h, w] against ground-truth
+    masks [N, H, W], the masks nearest-resized to the label grid; JSON-ready, rounded to 4 places."""
+    import cv2
+
+    h, w = labels.shape[1:]
+    if masks.shape[1:] != (h, w):
+        masks = np.stack([cv2.resize(m, (w, h), interpolation=cv2.INTER_NEAREST) for m in masks])
+    res = part_iou(labels, masks, num_classes=max(int(num_parts), int(masks.max(initial=0)) + 1), match="hungarian")
+    rnd = lambda v: None if v is None or np.isnan(v) else round(float(v), 4)  # noqa: E731
+    return {"mean_part_iou": rnd(res["mean_part_iou"]), "foreground_iou": rnd(res["foreground_iou"]),
+            "background_iou": rnd(res["background_iou"]), "part_iou": [rnd(v) for v in res["part_iou"]],
+            "mapping": {str(k): int(v) for k, v in res["mapping"].items()}, "ground_truth_grid": [h, w]}

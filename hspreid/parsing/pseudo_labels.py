@@ -224,18 +224,23 @@ def _label_batch(items: list[tuple[int, torch.Tensor]], num_parts: int, *, sharp
             stats[i].update(part_inertia=float(inertia[b]), part_sizes=sizes[b], n_iter=int(n_iter[b]))
 
     for i, st in enumerate(stats):
-        pid = st["pid"]
+        pid, fb = st["pid"], []
         if st["num_images"] == 1:
+            fb.append("single_image")
             log.warning("ISP pseudo labels: identity %s has a single image; its parts come from that image alone", pid)
         if thr[i] == float("-inf"):
+            fb.append("constant_activations")
             log.warning("ISP pseudo labels: identity %s has constant activations, no foreground/background "
                         "split; all its pixels are taken as foreground", pid)
         if st["num_foreground"] < K1:
+            fb.append("few_foreground_pixels")
             log.warning("ISP pseudo labels: identity %s has %d foreground pixels for %d parts; some parts stay empty",
                         pid, st["num_foreground"], K1)
         elif int((st["part_sizes"] > 0).sum()) < K1:
+            fb.append("empty_parts")
             log.warning("ISP pseudo labels: identity %s: k-means found only %d non-empty parts of %d "
                         "(constant or degenerate features)", pid, int((st["part_sizes"] > 0).sum()), K1)
+        st["fallbacks"] = fb
     labels = [o.view(f.shape[0], h, w) for o, f in zip(out, feats)]
     return labels, stats
 
@@ -252,6 +257,13 @@ def _plan(sizes: list[int], ids_per_batch: int, max_points: int | None) -> list[
     if cur:
         batches.append(cur)
     return batches
+
+
+def identity_groups(pids: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], list[int]]:
+    """(distinct pids, each one's row positions, identity order by image count then pid)."""
+    uniq, inv = np.unique(pids, return_inverse=True)
+    groups = [np.flatnonzero(inv == u) for u in range(len(uniq))]
+    return uniq, groups, sorted(range(len(uniq)), key=lambda u: (len(groups[u]), u))
 
 
 def _take(features: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
@@ -279,7 +291,7 @@ def _check_common(ids_per_batch, iters, init, max_points):
 
 def _stats_table(stats: list[dict], K1: int) -> dict:
     stats = sorted(stats, key=lambda s: s["pid"])
-    tab = {k: np.array([s[k] for s in stats]) for k in stats[0] if k != "part_sizes"} if stats else {}
+    tab = {k: np.array([s[k] for s in stats]) for k in stats[0] if k not in ("part_sizes", "fallbacks")} if stats else {}
     tab["part_sizes"] = np.stack([s["part_sizes"] for s in stats]) if stats else np.zeros((0, K1), np.int64)
     return tab
 
@@ -315,9 +327,7 @@ def cascaded_part_labels(features: torch.Tensor, pids, num_parts: int, *, sharpe
         raise UserError(f"cascaded_part_labels: {pid_np.shape[0]} pids for {N} feature maps")
     dev = torch.device(device) if device is not None else features.device
     out = torch.zeros(N, h, w, dtype=torch.uint8, device=features.device)
-    uniq, inv = np.unique(pid_np, return_inverse=True)
-    groups = [np.flatnonzero(inv == u) for u in range(len(uniq))]
-    order = sorted(range(len(uniq)), key=lambda u: (len(groups[u]), u))
+    uniq, groups, order = identity_groups(pid_np)
     all_stats = []
     ws = Workspace()
     for batch in _plan([len(groups[u]) * h * w for u in order], int(ids_per_batch), max_points):
@@ -333,6 +343,59 @@ def cascaded_part_labels(features: torch.Tensor, pids, num_parts: int, *, sharpe
     if return_stats:
         return out, _stats_table(all_stats, K - 1)
     return out
+
+
+def stream_identities(chunks: Iterable[tuple], what: str, names: tuple[str, ...] = ("pids", "rows")
+                      ) -> Iterator[tuple]:
+    """Regroup a stream of chunks ``(maps [n, C, h, w], pids [n], *arrays [n])`` into complete
+    identities ``(pid, maps [m, C, h, w], *arrays [m])``, one at a time, as soon as each is complete.
+
+    Every identity's rows must be contiguous in the stream (a chunk may hold several identities or
+    part of one); an identity that reappears after another one started, chunks of mismatched
+    lengths or maps that change shape raise :class:`UserError` naming ``what``. ``names`` names the
+    1-D arrays after the maps, for the messages.
+    """
+    seen: set[int] = set()
+    cur_pid, cur = None, []
+    shape = None
+    layout = f"(maps [n, C, h, w], {', '.join(f'{n} [n]' for n in names)})"
+
+    def complete():
+        maps = cur[0][0] if len(cur) == 1 else torch.cat([c[0] for c in cur])
+        return (cur_pid, maps, *(np.concatenate([c[i] for c in cur]) for i in range(1, len(names))))
+
+    for chunk in chunks:
+        if not isinstance(chunk, (tuple, list)) or len(chunk) != len(names) + 1:
+            raise UserError(f"{what}: each chunk must be {layout}")
+        f, *arrays = chunk
+        if not isinstance(f, torch.Tensor):
+            f = torch.from_numpy(np.asarray(f))
+        arrays = [np.asarray(a.cpu() if isinstance(a, torch.Tensor) else a).reshape(-1).astype(np.int64)
+                  for a in arrays]
+        if f.dim() != 4 or any(a.shape[0] != f.shape[0] for a in arrays):
+            raise UserError(f"{what}: chunk shapes {tuple(f.shape)}, {', '.join(str(a.shape) for a in arrays)} "
+                            f"do not match {layout}")
+        if shape is None:
+            shape = tuple(f.shape[1:])
+        elif tuple(f.shape[1:]) != shape:
+            raise UserError(f"{what}: feature maps changed shape from {shape} to {tuple(f.shape[1:])}")
+        pids = arrays[0]
+        if pids.size == 0:
+            continue
+        cuts = np.concatenate([[0], np.flatnonzero(np.diff(pids)) + 1, [pids.size]])
+        for s, e in zip(cuts[:-1], cuts[1:]):
+            pid = int(pids[s])
+            if pid != cur_pid:
+                if cur_pid is not None:
+                    yield complete()
+                if pid in seen:
+                    raise UserError(f"{what}: identity {pid} appears again after other identities; "
+                                    "the stream must be grouped by identity")
+                seen.add(pid)
+                cur_pid, cur = pid, []
+            cur.append((f[s:e], *(a[s:e] for a in arrays[1:])))
+    if cur_pid is not None:
+        yield complete()
 
 
 def label_identities(chunks: Iterable[tuple], num_parts: int, *, ids_per_batch: int = 64,
@@ -354,11 +417,8 @@ def label_identities(chunks: Iterable[tuple], num_parts: int, *, ids_per_batch: 
     """
     K = _check_parts(num_parts)
     _check_common(ids_per_batch, iters, init, max_points)
-    seen: set[int] = set()
     ws = Workspace()
     pending: list[tuple[int, torch.Tensor, np.ndarray]] = []
-    cur_pid, cur_f, cur_r = None, [], []
-    shape = None
 
     def run(batch):
         dev = torch.device(device) if device is not None else batch[0][1].device
@@ -374,15 +434,6 @@ def label_identities(chunks: Iterable[tuple], num_parts: int, *, ids_per_batch: 
         o = np.argsort(rows, kind="stable")
         return rows[o], lab[o]
 
-    def close_current():
-        nonlocal cur_pid, cur_f, cur_r
-        if cur_pid is None:
-            return None
-        f = cur_f[0] if len(cur_f) == 1 else torch.cat(cur_f)
-        item = (cur_pid, f, np.concatenate(cur_r))
-        cur_pid, cur_f, cur_r = None, [], []
-        return item
-
     def fits(item):
         if not pending:
             return True
@@ -393,46 +444,11 @@ def label_identities(chunks: Iterable[tuple], num_parts: int, *, ids_per_batch: 
             return (len(pending) + 1) * big <= max_points
         return True
 
-    def enqueue(item):
-        """Add a complete identity to the batch, first running the batch if it would not fit."""
-        if item is None:
-            return
+    for item in stream_identities(chunks, "label_identities"):
         if not fits(item):
             yield run(pending)
             pending.clear()
         pending.append(item)
-
-    for chunk in chunks:
-        try:
-            f, p, r = chunk
-        except (TypeError, ValueError):
-            raise UserError("label_identities: each chunk must be (features [n, C, h, w], pids [n], rows [n])") from None
-        if not isinstance(f, torch.Tensor):
-            f = torch.from_numpy(np.asarray(f))
-        p = np.asarray(p.cpu() if isinstance(p, torch.Tensor) else p).reshape(-1).astype(np.int64)
-        r = np.asarray(r.cpu() if isinstance(r, torch.Tensor) else r).reshape(-1).astype(np.int64)
-        if f.dim() != 4 or f.shape[0] != p.shape[0] or r.shape[0] != p.shape[0]:
-            raise UserError(f"label_identities: chunk shapes features {tuple(f.shape)}, pids {p.shape}, "
-                            f"rows {r.shape} do not match ([n, C, h, w], [n], [n])")
-        if shape is None:
-            shape = tuple(f.shape[1:])
-        elif tuple(f.shape[1:]) != shape:
-            raise UserError(f"label_identities: feature maps changed shape from {shape} to {tuple(f.shape[1:])}")
-        if p.size == 0:
-            continue
-        cuts = np.concatenate([[0], np.flatnonzero(np.diff(p)) + 1, [p.size]])
-        for s, e in zip(cuts[:-1], cuts[1:]):
-            pid = int(p[s])
-            if pid != cur_pid:
-                yield from enqueue(close_current())
-                if pid in seen:
-                    raise UserError(f"label_identities: identity {pid} appears again after other identities; "
-                                    "the stream must be grouped by identity")
-                seen.add(pid)
-                cur_pid = pid
-            cur_f.append(f[s:e])
-            cur_r.append(r[s:e])
-    yield from enqueue(close_current())
     if pending:
         yield run(pending)
 

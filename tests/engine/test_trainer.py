@@ -44,3 +44,47 @@ def test_checkpoint_of_another_configuration_is_ignored(tiny_mars, tmp_path):
     torch.save(state, tmp_path / "c.pt")
     _, hist = _run(tiny_mars, 1, tmp_path / "c.pt", resume_key="new")
     assert len(hist) == 1 and hist[0]["loss"] > 0  # trained again, not "already done"
+
+
+class Recorder(torch.nn.Module):
+    """Takes parsing maps and key points (as SPReID / SSN3D do) and records what each call received."""
+
+    extra_inputs = ("parsing", "keypoints", "never_in_a_batch")
+
+    def __init__(self, num_classes):
+        super().__init__()
+        self.fc = torch.nn.Linear(1, num_classes)
+        self.calls = []
+
+    def forward(self, clips, parsing=None, keypoints=None, never_in_a_batch=None):
+        self.calls.append({"clips": tuple(clips.shape), "parsing": parsing, "keypoints": keypoints,
+                           "never": never_in_a_batch})
+        feat = clips.float().mean(dim=(1, 2, 3, 4))[:, None] / 255
+        return {"features": {"global": feat}, "logits": {"global": self.fc(feat)}, "embedding": {"global": feat}}
+
+
+def test_trainer_passes_the_model_its_extra_inputs(tiny_mars, tmp_path):
+    import numpy as np
+    import zarr
+
+    from hspreid.data.keypoints import Keypoints
+
+    n = len(tiny_mars["index"])
+    group = zarr.open_group(str(tmp_path / "parsing.zarr"), mode="w")
+    group.create_array("rows", data=np.arange(n))
+    group.create_array("labels", data=np.full((n, 8, 4), 2, np.uint8))    # coarser than the frames
+    rows = np.flatnonzero(tiny_mars["index"]["subset"].to_numpy() == "train")[::3]
+    keypoints = Keypoints(rows, np.full((len(rows), 2, 3), 0.5), ["a", "b"])
+    cfg = TrainConfig(epochs=1, warmup_epochs=0, num_ids=3, num_instances=2, num_frames=2, num_workers=0, log_every=0)
+    data = TrainClips(tiny_mars["frames"], tiny_mars["index"], 2, AugmentConfig(), parsing=tmp_path / "parsing.zarr",
+                      keypoints=keypoints)
+    model = Recorder(data.num_classes)
+    train(model, data, Criterion({"id": {}}), cfg, device=torch.device("cpu"), seed=0, checkpoint=tmp_path / "c.pt")
+    assert model.calls and all(c["never"] is None for c in model.calls)
+    for call in model.calls:
+        b, t, _, h, w = call["clips"]
+        assert call["parsing"].shape == (b, t, h, w) and call["parsing"].dtype == torch.uint8
+        assert set(call["parsing"].unique().tolist()) <= {0, 2}              # moved maps: region 2 or padding
+        assert call["keypoints"].shape == (b, t, 2, 3)
+    labelled = torch.cat([c["keypoints"][..., 2].flatten() for c in model.calls])
+    assert (labelled > 0).any() and labelled.isnan().any()                  # a few labelled frames, the rest NaN

@@ -6,41 +6,56 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from hspreid.config import config_hash, load_yaml, resolve_method
+from hspreid.errors import UserError
+from hspreid.config import config_hash, load_yaml, resolve_extends, resolve_method
 
 validate(config, "../schemas/config.schema.yaml")
 
 
-def _load_dir(folder, schema):
-    entries = {}
-    for path in sorted(Path(folder).glob("*.yaml")):
-        entry = load_yaml(path)
+def _load_dir(folder, schema, extends=False):
+    """name -> configuration of every folder/*.yaml, validated (after resolving `extends`), and the lineages."""
+    paths = {path.stem: path for path in sorted(Path(folder).glob("*.yaml"))}
+    if not paths:
+        raise WorkflowError(f"{folder}: no *.yaml files found")
+    entries = {name: load_yaml(path) for name, path in paths.items()}
+    try:
+        entries, lineage = resolve_extends(entries) if extends else (entries, {n: [n] for n in entries})
+    except UserError as e:
+        raise WorkflowError(f"{folder}: {e}") from None
+    for name, entry in entries.items():
         try:
             validate(entry, schema)
         except WorkflowError as e:
-            raise WorkflowError(f"{path}: {e}") from None
-        entries[path.stem] = entry
-    if not entries:
-        raise WorkflowError(f"{folder}: no *.yaml files found")
-    return entries
+            raise WorkflowError(f"{paths[name]}: {e}") from None
+    return entries, lineage
 
 
-DATASETS = _load_dir(config["datasets_dir"], "../schemas/dataset.schema.yaml")
-METHODS = _load_dir(config["methods_dir"], "../schemas/method.schema.yaml")
+DATASETS, _ = _load_dir(config["datasets_dir"], "../schemas/dataset.schema.yaml")
+METHODS, LINEAGE = _load_dir(config["methods_dir"], "../schemas/method.schema.yaml", extends=True)
 SYNTHETIC = sorted(d for d, c in DATASETS.items() if "synthetic" in c)
 for _name in SYNTHETIC:
     if DATASETS[_name]["root"] != f"data/{_name}":
         raise WorkflowError(f"config/datasets/{_name}.yaml: a synthetic data set's root must be data/{_name}")
 
 
+PARSING_SOURCES = ("oracle", "isp", "hcga", "external", "ss_hsp")
+PARSERS = ("isp", "hcga")  # parsing sources that are the trained model of the method of that name
 ROUND_METHODS = sorted(m for m, c in METHODS.items() if "rounds" in c)
 PLAIN_METHODS = sorted(m for m in METHODS if m not in ROUND_METHODS)
+ABLATIONS = config.get("ablations", {})
+for _table, _rows in ABLATIONS.items():
+    for _method in _rows:
+        if _method not in METHODS:
+            raise WorkflowError(f"config/config.yaml: ablations.{_table} names {_method!r}, which is not in "
+                                f"{config['methods_dir']}/")
 
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
     method="|".join(METHODS),
     round=r"\d+",
+    table="|".join(ABLATIONS) or "^$",
+    source="|".join(PARSING_SOURCES),
 
 
 def max_threads(wanted=8):
@@ -50,7 +65,7 @@ def max_threads(wanted=8):
 
 def run_config(dataset, method):
     """The merged method configuration of one (data set, method) run."""
-    return resolve_method(METHODS[method], DATASETS[dataset], method)
+    return resolve_method(METHODS[method], DATASETS[dataset], LINEAGE[method])
 
 
 def as_json(obj):
@@ -59,11 +74,16 @@ def as_json(obj):
 
 def dataset_root(wildcards):
     """Root of the data set; a missing real data set stops the DAG with a line saying where to put it."""
-    cfg = DATASETS[wildcards.dataset]
+    return root_of(wildcards.dataset)
+
+
+def root_of(dataset):
+    """Root of a data set by name (see dataset_root)."""
+    cfg = DATASETS[dataset]
     root = cfg["root"]
     if "synthetic" not in cfg and not Path(root).exists():
         raise WorkflowError(
-            f"{root}: data set '{wildcards.dataset}' ({cfg['kind']} layout) not found; unpack it there "
+            f"{root}: data set '{dataset}' ({cfg['kind']} layout) not found; unpack it there "
             f"in its native layout (see README.md, 'Real data sets')"
         )
     return root
@@ -105,10 +125,84 @@ def train_index(wildcards):
 
 def train_params(wildcards):
     cfg = run_config(wildcards.dataset, wildcards.method)
-    params = {k: cfg[k] for k in ("model", "train", "losses", "augment") if k in cfg}
-    if "round" in wildcards.keys():  # each round trains rounds.epochs epochs
-        params["train"] = {**params.get("train", {}), "epochs": cfg["rounds"]["epochs"]}
+    params = {k: cfg[k] for k in ("model", "train", "losses", "augment", "keypoints") if cfg.get(k) is not None}
+    if "round" in wildcards.keys():  # round r: epochs r*E .. (r+1)*E-1 of one LR schedule
+        epochs = cfg["rounds"]["epochs"]
+        params["train"] = {**params.get("train", {}), "epochs": epochs, "start_epoch": int(wildcards.round) * epochs}
     return as_json(params)
+
+
+def parsing_source(dataset, method):
+    """The parsing source a run's method config names (`parsing.source`), or None."""
+    return (run_config(dataset, method).get("parsing") or {}).get("source")
+
+
+def train_parsing(wildcards):
+    """The parsing store of the training frames when the method names a parsing source (SPReID)."""
+    source = parsing_source(wildcards.dataset, wildcards.method)
+    return [] if source is None else f"results/{train_dataset(wildcards)}/parsing/{source}.zarr"
+
+
+def test_parsing(wildcards):
+    """The parsing store of the data set's frames (test frames included) when the method names a source."""
+    source = parsing_source(wildcards.dataset, wildcards.method)
+    return [] if source is None else f"results/{wildcards.dataset}/parsing/{source}.zarr"
+
+
+def parsing_options(wildcards):
+    """Options of parsing source {source} on {dataset}: the `parsing.<source>` block of the methods that use
+    that source there. One store serves them all, so they must agree."""
+    found = {}
+    for method in METHODS:
+        cfg = run_config(wildcards.dataset, method).get("parsing") or {}
+        if cfg.get("source") == wildcards.source:
+            found[method] = cfg.get(wildcards.source) or {}
+    if len({as_json(v) for v in found.values()}) > 1:
+        raise WorkflowError(f"results/{wildcards.dataset}/parsing/{wildcards.source}.zarr is shared by methods "
+                            f"{sorted(found)}, but their parsing.{wildcards.source} options differ: "
+                            f"{ {m: found[m] for m in sorted(found)} }")
+    return next(iter(found.values()), {})
+
+
+def parsing_params(wildcards):
+    return as_json({"source": wildcards.source, **parsing_options(wildcards)})
+
+
+def parser_model(wildcards):
+    """The trained parser of sources isp and hcga: that method's model on this data set."""
+    return f"results/{wildcards.dataset}/{wildcards.source}/model.pt" if wildcards.source in PARSERS else []
+
+
+def parser_gpu(wildcards):
+    return int(wildcards.source in PARSERS)
+
+
+def external_maps(wildcards):
+    """The external label maps (`parsing.external.path`); inside a data set's root, that root (so that a
+    synthetic set's maps wait for its synthesis)."""
+    if wildcards.source != "external":
+        return []
+    path = parsing_options(wildcards).get("path")
+    if not path:
+        raise WorkflowError(f"parsing.external.path is not set for data set '{wildcards.dataset}': name the "
+                            "directory (or zarr store) of your parser's label maps in the method file or in the "
+                            "data set's method_overrides")
+    for name, cfg in DATASETS.items():
+        if Path(cfg["root"]) == Path(path) or Path(cfg["root"]) in Path(path).parents:
+            return root_of(name)
+    return path
+
+
+def keypoints_root(wildcards):
+    """The training data set's root when the method trains with key points (SSN3D semi-supervised)."""
+    return [] if run_config(wildcards.dataset, wildcards.method).get("keypoints") is None \
+        else root_of(train_dataset(wildcards))
+
+
+def keypoints_file(wildcards):
+    """A user's key-point CSV (`keypoints.file`), tracked as an input."""
+    block = run_config(wildcards.dataset, wildcards.method).get("keypoints") or {}
+    return block.get("file") or []
 
 
 def rounds_of(wildcards):
@@ -150,3 +244,11 @@ def rank_params(wildcards):
     data = {k: v for k, v in DATASETS[wildcards.dataset].items() if k not in ("overrides", "method_overrides")}
     return as_json({**cfg.get("rank", {}), "dataset": wildcards.dataset, "method": wildcards.method,
                     "config_hash": config_hash({"dataset": data, "method": cfg, "seed": config["seed"]})})
+
+
+def ablation_metrics(wildcards):
+    return [f"results/{wildcards.dataset}/{m}/metrics.json" for m in ABLATIONS[wildcards.table]]
+
+
+def ablation_rows(wildcards):
+    return as_json(ABLATIONS[wildcards.table])

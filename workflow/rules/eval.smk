@@ -6,6 +6,7 @@ rule extract_features:
         model="results/{dataset}/{method}/model.pt",
         frames="results/{dataset}/frames.zarr",
         index="results/{dataset}/index.parquet",
+        parsing=test_parsing,
     output:
         features=directory("results/{dataset}/{method}/features.zarr"),
     params:
@@ -22,7 +23,8 @@ rule extract_features:
         "../../envs/hspreid.yaml"
     shell:
         "python -m stages.extract_features --model {input.model} --frames {input.frames} --index {input.index}"
-        " --output {output.features} --params {params.cfg:q} --seed {params.seed} --device {params.device}"
+        " --output {output.features} --parsing {input.parsing} --params {params.cfg:q} --seed {params.seed}"
+        " --device {params.device}"
         " --log-file {log}"
 
 
@@ -69,3 +71,20 @@ rule rank:
     shell:
         "python -m stages.rank --features {input.features} --frames {input.frames} --index {input.index}"
         " --output {output.metrics} --params {params.cfg:q} --device {params.device} --log-file {log}"
+
+
+rule ablation_table:
+    input:
+        metrics=ablation_metrics,
+    output:
+        csv="results/{dataset}/{table}_ablation.csv",
+        md="results/{dataset}/{table}_ablation.md",
+    params:
+        rows=ablation_rows,
+    log:
+        "results/{dataset}/logs/{table}_ablation.log",
+    conda:
+        "../../envs/hspreid.yaml"
+    shell:
+        "python -m stages.collect_metrics --metrics {input.metrics} --rows {params.rows:q} --csv {output.csv}"
+        " --md {output.md} --log-file {log}"

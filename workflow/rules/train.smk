@@ -7,6 +7,9 @@ rule train:
     input:
         frames=train_frames,
         index=train_index,
+        parsing=train_parsing,
+        keypoints_root=keypoints_root,
+        keypoints_csv=keypoints_file,
     output:
         model="results/{dataset}/{method}/model.pt",
     params:
@@ -24,5 +27,6 @@ rule train:
         "../../envs/hspreid.yaml"
     shell:
         "python -m stages.train --frames {input.frames} --index {input.index} --output {output.model}"
+        " --parsing {input.parsing} --keypoints-root {input.keypoints_root}"
         " --checkpoint {params.checkpoint} --params {params.cfg:q} --seed {params.seed}"
         " --device {params.device} --log-file {log}"
