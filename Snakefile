@@ -5,7 +5,8 @@
 # data/<dataset> --extract_frames--> results/<dataset>/frames.zarr + index.parquet
 #   --train--> results/<dataset>/<method>/model.pt --extract_features--> features.zarr
 #   --rank--> metrics.json
-# SPReID also reads results/<dataset>/parsing/<source>.zarr (parse_frames: five-region maps of every frame).
+# SPReID also reads results/<dataset>/parsing/<source>.zarr (parse_frames: five-region maps of every frame);
+# SS-HSP first pre-trains its segmenter: results/<dataset>/<method>/segmenter.pt (pretrain_segmentation).
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -22,6 +23,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/parsing.smk"
 include: "workflow/rules/regions.smk"
+include: "workflow/rules/ss_hsp.smk"
 include: "workflow/rules/eval.smk"
 
 

@@ -203,6 +203,11 @@ def predict_parsing(model: nn.Module, frames_path: str | Path, rows: np.ndarray,
     return np.concatenate(maps)
 
 
+def predicts_parsing(model: nn.Module) -> bool:
+    """Whether ``model`` outputs ``part_logits`` (ISP's and HCGA's part classifier, SS-HSP's segmenter)."""
+    return bool(getattr(model, "predicts_parsing", hasattr(model, "part_classifier")))
+
+
 def predicted_parsing_quality(model: nn.Module, frames_path: str | Path, rows: np.ndarray, *, device: torch.device,
                               max_frames: int = 2000, frames_per_batch: int = 256) -> dict | None:
     """IoU (:func:`hspreid.parsing.label_quality`) of the model's predicted part maps against the
@@ -211,7 +216,7 @@ def predicted_parsing_quality(model: nn.Module, frames_path: str | Path, rows: n
     from hspreid.parsing import label_quality
 
     store = FrameStore(frames_path)
-    if store.masks is None or max_frames <= 0 or len(rows) == 0 or not hasattr(model, "part_classifier"):
+    if store.masks is None or max_frames <= 0 or len(rows) == 0 or not predicts_parsing(model):
         return None
     rows = np.unique(rows[np.linspace(0, len(rows) - 1, min(len(rows), max_frames)).round().astype(int)])
     pred = predict_parsing(model, frames_path, rows, device=device, frames_per_batch=frames_per_batch)

@@ -39,8 +39,16 @@ def batch_hard_triplet(features: torch.Tensor, labels: torch.Tensor, margin: flo
     return F.relu(d_ap - d_an + margin)[valid].mean()
 
 
+def _head_identity_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+    """Identity loss of one head: logits [B, classes], or [B, P, classes] for P features of one kind
+    (e.g. SS-HSP's K+1 local features), each classified, the losses averaged."""
+    if logits.dim() == 3:
+        return identity_loss(logits.flatten(0, 1), labels.repeat_interleave(logits.shape[1]), label_smoothing)
+    return identity_loss(logits, labels, label_smoothing)
+
+
 def _id_term(out: dict, batch: dict, heads: list[str], label_smoothing: float = 0.1) -> torch.Tensor:
-    return sum(identity_loss(out["logits"][h], batch["label"], label_smoothing) for h in heads) / len(heads)
+    return sum(_head_identity_loss(out["logits"][h], batch["label"], label_smoothing) for h in heads) / len(heads)
 
 
 def _triplet_term(out: dict, batch: dict, heads: list[str], margin: float = 0.3) -> torch.Tensor:

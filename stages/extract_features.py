@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                        attrs={"aggregation": {k: params[k] for k in ("mode", "clip_len", "evenly_frames")},
                               "model_config_hash": ckpt.get("config_hash"), "stage_seconds": seconds,
                               "rounds": ckpt.get("rounds", []), "parsing": parsing_summary(args.parsing),
+                              "segmentation": ckpt.get("segmentation"),
                               "parsing_iou": predicted_parsing_quality(
                                   model, args.frames, index.index[index["subset"] == "test"].to_numpy(),
                                   device=device, max_frames=params["parsing_frames"],

@@ -6,7 +6,7 @@
 Sources (``--params`` ``source`` plus that source's options): ``oracle`` (ground-truth masks;
 ``belongings``), ``isp`` / ``hcga`` (the trained parser given by ``--model``, folded by height;
 ``bands``, ``frames_per_batch``), ``external`` (any parser's label maps: ``path``, ``table``),
-``ss_hsp`` (not available yet). Writes ``rows`` and ``labels`` uint8 [n, h, w] (0 background,
+``ss_hsp`` (the trained SS-HSP model's fine-tuned segmenter, folded by height as isp). Writes ``rows`` and ``labels`` uint8 [n, h, w] (0 background,
 1 head, 2 upper body, 3 lower body, 4 shoes, 255 nowhere) for every frame, train and test; see
 :mod:`hspreid.data.regions`.
 """
@@ -34,7 +34,7 @@ SOURCES = {
     "isp": {"bands": list(HEIGHT_BANDS), "frames_per_batch": 256},
     "hcga": {"bands": list(HEIGHT_BANDS), "frames_per_batch": 256},
     "external": {"path": None, "table": "lip"},
-    "ss_hsp": {},
+    "ss_hsp": {"bands": list(HEIGHT_BANDS), "frames_per_batch": 256},
 }
 QUALITY_FRAMES = 2000  # about this many frames are scored against the ground truth, where it exists
 
@@ -46,9 +46,6 @@ def resolve_params(given: dict) -> dict:
         raise UserError(f"parsing.source: expected one of {sorted(SOURCES)}, got {source!r}")
     params = {"source": source, **SOURCES[source], **given}
     check_keys(params, {"source", *SOURCES[source]}, f"parsing.{source}")
-    if source == "ss_hsp":
-        raise UserError("parsing.source: ss_hsp is not available yet (the SS-HSP segmenter stage does not exist); "
-                        "choose oracle, isp, hcga or external")
     if source == "external" and not params["path"]:
         raise UserError("parsing.external.path: not set; name a directory of PNG label maps or a zarr store")
     return params
@@ -75,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--index", required=True, type=Path, help="index.parquet")
     p.add_argument("--output", required=True, type=Path, help="parsing store (.zarr) to write")
     p.add_argument("--model", type=Path, nargs="?", default=None,
-                   help="the trained parser (model.pt) for sources isp and hcga (empty: none)")
+                   help="the trained parser (model.pt) for sources isp, hcga and ss_hsp (empty: none)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     args = p.parse_args(argv)
 

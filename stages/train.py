@@ -7,6 +7,8 @@
 Methods whose model takes extra inputs get them here: SPReID the training frames' region maps
 (``--parsing``, a store from parse_frames), SSN3D in semi-supervised mode the key points of a few
 labelled frames per tracklet (the ``keypoints`` block; ``--keypoints-root``, the data set's root).
+SS-HSP starts from its pretrained segmenter (``segmenter`` in ``--params``: a pretrain_segmentation
+``segmenter.pt``), whose architecture is stored in the model's config.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from hspreid.features import predicted_parsing_quality
 from hspreid.io import atomic_file, log
 from hspreid.losses import Criterion
 from hspreid.models import build_model, load_model
+from hspreid.models.ss_hsp import read_pretrained_segmenter
 from hspreid.stage import check_keys, parse_params, run_stage, stage_parser, typed_config
 
 
@@ -78,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         t0 = time.monotonic()
         params = parse_params(args.params)
-        check_keys(params, {"model", "train", "losses", "augment", "keypoints"}, "method")
+        check_keys(params, {"model", "train", "losses", "augment", "keypoints", "segmenter"}, "method")
         seed_everything(args.seed)
         device = pick_device(args.device)
         tcfg = typed_config(TrainConfig, params.get("train", {}), "train")
@@ -87,7 +90,14 @@ def main(argv: list[str] | None = None) -> int:
         dataset = TrainClips(args.frames, index, tcfg.num_frames,
                              typed_config(AugmentConfig, params.get("augment", {}), "augment"),
                              part_labels=args.part_labels, parsing=args.parsing, keypoints=keypoints)
-        model = build_model(params["model"], dataset.num_classes)
+        model_cfg = params["model"]
+        segmenter = read_pretrained_segmenter(params["segmenter"]) if params.get("segmenter") else None
+        if segmenter is not None:
+            model_cfg = {**model_cfg, "segmenter": segmenter["architecture"]}
+        model = build_model(model_cfg, dataset.num_classes)
+        if segmenter is not None:
+            model.load_segmenter(segmenter["state_dict"])
+            log.info("segmentation module from %s", params["segmenter"])
         check_extra_inputs(model, args.parsing, keypoints)
         rounds = []  # pseudo-label quality of every round so far, carried to metrics.json
         if args.init:
@@ -112,9 +122,9 @@ def main(argv: list[str] | None = None) -> int:
                            "parsing_iou": predicted_parsing_quality(model, args.frames, train_rows, device=device)})
         upstream = FrameStore(args.frames).attrs.get("summary", {})
         with atomic_file(args.output) as tmp:
-            torch.save({"model_cfg": params["model"], "num_classes": dataset.num_classes,
+            torch.save({"model_cfg": model_cfg, "num_classes": dataset.num_classes,
                         "state_dict": model.cpu().state_dict(), "history": history, "config_hash": run_hash,
-                        "rounds": rounds,
+                        "rounds": rounds, "segmentation": segmenter and segmenter["summary"],
                         "stage_seconds": {"extract_frames": upstream.get("wall_time_s"),
                                           "train": round(time.monotonic() - t0, 2)}}, tmp)
         args.checkpoint.unlink(missing_ok=True)

@@ -11,10 +11,11 @@ from hspreid.models.baseline import Baseline
 from hspreid.models.hcga import HCGA
 from hspreid.models.isp import ISP
 from hspreid.models.spreid import SPReID
+from hspreid.models.ss_hsp import SSHSP
 from hspreid.models.ssn3d import SSN3D
 
 MODELS: dict[str, type[nn.Module]] = {"baseline": Baseline, "isp": ISP, "hcga": HCGA, "spreid": SPReID,
-                                      "ssn3d": SSN3D}
+                                      "ssn3d": SSN3D, "ss_hsp": SSHSP}
 
 
 def build_model(cfg: dict[str, Any], num_classes: int) -> nn.Module:

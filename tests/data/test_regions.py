@@ -12,7 +12,7 @@ from torch import nn
 from hspreid.data.frames import FrameStore
 from hspreid.data.regions import ParsingStore, parser_blocks, resolve_table
 from hspreid.errors import UserError
-from hspreid.models.spreid import LIP_TO_REGIONS
+from hspreid.models.spreid import HEIGHT_BANDS, LIP_TO_REGIONS
 from stages import parse_frames
 
 
@@ -101,8 +101,7 @@ def test_tables_and_unavailable_sources(tiny_mars, tmp_path):
         resolve_table([0, 9])
     with pytest.raises(UserError, match="unknown table"):
         resolve_table("atr")
-    with pytest.raises(UserError, match="not available yet"):
-        parse_frames.resolve_params({"source": "ss_hsp"})
+    assert parse_frames.resolve_params({"source": "ss_hsp"})["bands"] == list(HEIGHT_BANDS)
     with pytest.raises(UserError, match="parsing.oracle"):
         parse_frames.resolve_params({"source": "oracle", "table": "lip"})
     assert _run(tiny_mars, tmp_path / "x.zarr", {"source": "isp"}) == 1     # no --model

@@ -39,7 +39,7 @@ for _name in SYNTHETIC:
 
 
 PARSING_SOURCES = ("oracle", "isp", "hcga", "external", "ss_hsp")
-PARSERS = ("isp", "hcga")  # parsing sources that are the trained model of the method of that name
+PARSERS = ("isp", "hcga", "ss_hsp")  # parsing sources that are the trained model of the method of that name
 ROUND_METHODS = sorted(m for m, c in METHODS.items() if "rounds" in c)
 PLAIN_METHODS = sorted(m for m in METHODS if m not in ROUND_METHODS)
 ABLATIONS = config.get("ablations", {})
@@ -126,10 +126,34 @@ def train_index(wildcards):
 def train_params(wildcards):
     cfg = run_config(wildcards.dataset, wildcards.method)
     params = {k: cfg[k] for k in ("model", "train", "losses", "augment", "keypoints") if cfg.get(k) is not None}
+    segmenter = train_segmenter(wildcards)
+    if segmenter:  # SS-HSP: the pretrained segmenter's path (the train rule's input)
+        params["segmenter"] = segmenter
     if "round" in wildcards.keys():  # round r: epochs r*E .. (r+1)*E-1 of one LR schedule
         epochs = cfg["rounds"]["epochs"]
         params["train"] = {**params.get("train", {}), "epochs": epochs, "start_epoch": int(wildcards.round) * epochs}
     return as_json(params)
+
+
+def segmenter_owner(dataset, method):
+    """The method whose pretrained segmenter a run uses: the first of its lineage (base first) whose
+    resolved `segmentation` block is the same, so ablations that change only re-ID settings share it."""
+    own = run_config(dataset, method).get("segmentation")
+    return next(m for m in LINEAGE[method] if run_config(dataset, m).get("segmentation") == own)
+
+
+def train_segmenter(wildcards):
+    """SS-HSP's pretrained segmenter (stage 1), trained on the data set the method trains on; none for a
+    method without a `segmentation` block or whose model uses neither parts nor motion (Table 3's Basel)."""
+    cfg = run_config(wildcards.dataset, wildcards.method)
+    if cfg.get("segmentation") is None or not (cfg["model"].get("parts", True) or cfg["model"].get("motion", True)):
+        return []
+    owner = segmenter_owner(wildcards.dataset, wildcards.method)
+    return f"results/{train_dataset(wildcards)}/{owner}/segmenter.pt"
+
+
+def segmentation_params(wildcards):
+    return as_json(run_config(wildcards.dataset, wildcards.method)["segmentation"])
 
 
 def parsing_source(dataset, method):
@@ -169,7 +193,7 @@ def parsing_params(wildcards):
 
 
 def parser_model(wildcards):
-    """The trained parser of sources isp and hcga: that method's model on this data set."""
+    """The trained parser of sources isp, hcga and ss_hsp: that method's model on this data set."""
     return f"results/{wildcards.dataset}/{wildcards.source}/model.pt" if wildcards.source in PARSERS else []
 
 

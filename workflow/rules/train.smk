@@ -10,6 +10,7 @@ rule train:
         parsing=train_parsing,
         keypoints_root=keypoints_root,
         keypoints_csv=keypoints_file,
+        segmenter=train_segmenter,
     output:
         model="results/{dataset}/{method}/model.pt",
     params:
