@@ -7,6 +7,7 @@ rows, see hspreid/data/index.py), ``FramePairSampler`` draws random batches of t
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import time
@@ -89,6 +90,74 @@ def save_checkpoint(model: CoPartSegmenter, path: str | Path, **extra: Any) -> N
     """{"config", "state_dict", **extra} written atomically (read back with ``load_segmenter``)."""
     with atomic_file(path) as tmp:
         torch.save({"config": model.config, "state_dict": model.state_dict(), **extra}, tmp)
+
+
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "epochs": 120,           # section 4.1: 120 epochs (one epoch = every training pair once)
+    "steps": None,           # optimiser steps instead of epochs (wins when set)
+    "batch_size": 16,        # frame pairs per step
+    "gap": 1,                # frames between I_t and the frame to predict
+    "lr": 3e-4,              # Adam, section 4.1
+    "weight_decay": 5e-4,
+    "lr_step": 40,           # lr x lr_gamma every lr_step epochs (or steps, when ``steps`` is set); null: never
+    "lr_gamma": 0.1,
+    "log_every": 50,         # steps between progress lines
+    "checkpoint_every": None,  # steps between intermediate checkpoints (null: only the final one)
+    "infer_batch_size": 256,  # frames per batch when segmenting the store
+    "quality_frames": 4000,  # about this many frames are scored against ground-truth masks (0: none)
+}
+
+
+def model_defaults() -> dict[str, Any]:
+    """The ``CoPartSegmenter`` constructor options and their defaults."""
+    sig = inspect.signature(CoPartSegmenter.__init__)
+    return {k: p.default for k, p in sig.parameters.items() if k != "self"}
+
+
+def split_params(params: dict[str, Any], where: str = "segmentation") -> tuple[dict[str, Any], dict[str, Any]]:
+    """A method's ``segmentation:`` block -> (``CoPartSegmenter`` options as given, training options with
+    ``TRAIN_DEFAULTS`` filled in); an unknown key is named."""
+    from hspreid.stage import check_keys
+
+    model_keys = model_defaults()
+    check_keys(params, {*model_keys, *TRAIN_DEFAULTS}, where)
+    model = {k: v for k, v in params.items() if k in model_keys}
+    train = {**TRAIN_DEFAULTS, **{k: v for k, v in params.items() if k in TRAIN_DEFAULTS}}
+    for key in ("batch_size", "gap", "log_every", "infer_batch_size"):
+        if not isinstance(train[key], int) or train[key] < 1:
+            raise UserError(f"{where}.{key}: expected an integer >= 1, got {train[key]!r}")
+    if train["steps"] is None and (not isinstance(train["epochs"], (int, float)) or train["epochs"] <= 0):
+        raise UserError(f"{where}: set steps (>= 1) or epochs (> 0), got epochs {train['epochs']!r}")
+    return model, train
+
+
+def pretrain_from_store(store: FrameStore | str | Path, index: pd.DataFrame, model_params: dict[str, Any],
+                        train: dict[str, Any], *, device: str | torch.device = "cpu", seed: int = 0,
+                        checkpoint: str | Path | None = None) -> tuple[CoPartSegmenter, dict[str, Any]]:
+    """Build a ``CoPartSegmenter(**model_params)`` and pre-train it on the (t, t + gap) pairs of the training
+    tracklets of ``store`` with the options ``train`` (see ``TRAIN_DEFAULTS``). Returns (model, result of
+    ``pretrain_segmenter`` plus "pairs", "pairs_per_s", "epochs")."""
+    train = {**TRAIN_DEFAULTS, **train}
+    torch.manual_seed(seed)
+    model = CoPartSegmenter(**model_params)
+    sampler = FramePairSampler.from_index(store, index, subset="train", gap=train["gap"],
+                                          batch_size=train["batch_size"], seed=seed)
+    per_epoch = math.ceil(len(sampler.pairs) / train["batch_size"])
+    if train["steps"] is not None:
+        steps, lr_step, epochs = int(train["steps"]), train["lr_step"], None
+    else:
+        steps = max(1, round(train["epochs"] * per_epoch))
+        lr_step = None if not train["lr_step"] else max(1, round(train["lr_step"] * per_epoch))
+        epochs = train["epochs"]
+    log.info("segmenter: %d training pairs (gap %d), %d steps of %d pairs (%.1f epochs), on %s",
+             len(sampler.pairs), train["gap"], steps, train["batch_size"], steps / per_epoch, device)
+    result = pretrain_segmenter(model, sampler, steps=steps, lr=train["lr"], weight_decay=train["weight_decay"],
+                                lr_step=lr_step, lr_gamma=train["lr_gamma"], device=device, seed=seed,
+                                log_every=train["log_every"], checkpoint=checkpoint,
+                                checkpoint_every=train["checkpoint_every"])
+    result.update(pairs=int(len(sampler.pairs)), epochs=epochs,
+                  pairs_per_s=steps * train["batch_size"] / max(result["seconds"], 1e-9))
+    return model, result
 
 
 def pretrain_segmenter(model: CoPartSegmenter, pairs: Iterable[Sequence[torch.Tensor]], *, steps: int | None = None,
