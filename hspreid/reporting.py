@@ -16,7 +16,9 @@ def _iou(quality: dict | None, key: str) -> float | None:
 def metrics_table(metrics: list[dict], rows: dict[str, str]) -> pd.DataFrame:
     """One row per metrics.json dict (ordered as ``metrics``), labelled by ``rows[method]``:
     retrieval metrics in %, and the pseudo labels' and predicted parsing's mean part / foreground IoU
-    in % (last round; empty for methods without part labels)."""
+    in % (last round; empty for methods without part labels). Methods with a pretrained segmenter
+    (SS-HSP) add its parts' mean IoU and that of K horizontal stripes on the same test frames; columns
+    empty in every row are left out."""
     out = []
     for m in metrics:
         method = m.get("method")
@@ -27,5 +29,8 @@ def metrics_table(metrics: list[dict], rows: dict[str, str]) -> pd.DataFrame:
                     "label part IoU": _iou(last.get("pseudo_label_iou"), "mean_part_iou"),
                     "label fg IoU": _iou(last.get("pseudo_label_iou"), "foreground_iou"),
                     "parsing part IoU": _iou(m.get("parsing_iou"), "mean_part_iou"),
-                    "parsing fg IoU": _iou(m.get("parsing_iou"), "foreground_iou")})
-    return pd.DataFrame(out)
+                    "parsing fg IoU": _iou(m.get("parsing_iou"), "foreground_iou"),
+                    "segmenter part IoU": _iou(m.get("segmentation"), "mean_part_iou"),
+                    "stripes part IoU": _iou(m.get("segmentation"), "stripes_mean_part_iou")})
+    table = pd.DataFrame(out)
+    return table[[c for c in table.columns if c in ("row", "method", *RETRIEVAL) or table[c].notna().any()]]

@@ -17,5 +17,10 @@ def test_metrics_table_rows_in_order_with_last_round_iou():
     assert table["row"].tolist() == ["row B", "row A"]
     assert table.loc[1, "rank1"] == 25.0 and table.loc[1, "label part IoU"] == pytest.approx(40.0)
     assert table.loc[1, "parsing fg IoU"] == pytest.approx(80.0) and table["label part IoU"].isna()[0]
+    assert "segmenter part IoU" not in table.columns                      # empty in every row
+    seg = {**_metrics("s", 0.3), "segmentation": {"mean_part_iou": 0.25, "stripes_mean_part_iou": 0.125}}
+    table = metrics_table([_metrics("b", 0.5), seg], {"b": "Basel.", "s": "SS-HSP"})
+    assert table.loc[1, "segmenter part IoU"] == pytest.approx(25.0) and table.loc[1, "stripes part IoU"] == 12.5
+    assert "label part IoU" not in table.columns
     with pytest.raises(UserError, match="no row label"):
         metrics_table([_metrics("c", 0.1)], {"a": "row A"})

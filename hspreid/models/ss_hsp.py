@@ -57,6 +57,8 @@ def read_pretrained_segmenter(path: str | Path) -> dict[str, Any]:
         raise UserError(f"{path}: not a segmenter checkpoint (expected the keys 'config' and 'state_dict')")
     summary_path = path.with_name("segmentation.json")
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+    if summary is not None:                                   # carried to metrics.json: the numbers, not the log
+        summary = {k: v for k, v in summary.items() if k not in ("history", "params")}
     return {"architecture": segmenter_architecture(ckpt["config"]), "state_dict": ckpt["state_dict"],
             "summary": summary}
 
