@@ -226,3 +226,37 @@ def test_spreid_oracle_parsing(tmp_path_factory):
     assert m["method"] == "spreid_oracle" and m["distance"] == "global" and 0 <= m["mAP"] <= 1
     assert m["parsing"]["source"] == "oracle"
     assert not (run / "baseline").exists()                                  # the oracle needs no parser
+
+
+SS_HSP_TINY = """\
+method_overrides:
+  ss_hsp:
+    model: {num_frames: 2, feat_dim: 16, relation_dim: 8, motion_channels: 4}
+    segmentation: {steps: 3, batch_size: 4, seg_size: [32, 16], unet_channels: 4, unet_max_channels: 16,
+                   predictor_channels: 4, predictor_max_channels: 8, num_res_blocks: 1,
+                   reconstruction: l1_ssim, log_every: 1}
+  spreid:
+    parsing: {ss_hsp: {frames_per_batch: 16}}
+"""
+
+
+def test_ss_hsp_two_stages(tmp_path_factory):
+    """SS-HSP through the DAG: pretrain_segmentation (segmenter, part maps of every frame, IoU beside the
+    stripes'), train from that segmenter, rank; an ablation that changes only re-ID losses shares the
+    segmenter; SPReID takes the trained SS-HSP model as its parser."""
+    wd = new_workdir(tmp_path_factory)
+    (wd / "config/datasets/synth_tiny.yaml").write_text(TINY + SS_HSP_TINY)
+    run = wd / "results/synth_tiny"
+    snakemake(wd, *(f"results/synth_tiny/{m}/metrics.json" for m in ("ss_hsp", "ss_hsp_no_tri", "spreid_ss_hsp")))
+    summary = json.loads((run / "ss_hsp/segmentation.json").read_text())
+    assert summary["steps"] == 3 and summary["num_parts"] == 6
+    assert 0 <= summary["mean_part_iou"] <= 1 and 0 <= summary["stripes_mean_part_iou"] <= 1
+    parts = zarr.open_group(str(run / "ss_hsp/parsing.zarr"), mode="r")
+    frames = zarr.open_group(str(run / "frames.zarr"), mode="r")
+    assert parts["labels"].shape == (frames["images"].shape[0], 32, 16) and int(parts["labels"][...].max()) <= 6
+    assert not (run / "ss_hsp_no_tri/segmenter.pt").exists()              # shares ss_hsp's segmenter
+    m = json.loads((run / "ss_hsp/metrics.json").read_text())
+    assert m["segmentation"]["mean_part_iou"] == summary["mean_part_iou"] and 0 <= m["mAP"] <= 1
+    assert m["parsing_iou"]["frames"] > 0                                   # the fine-tuned segmenter's parts
+    spreid = json.loads((run / "spreid_ss_hsp/metrics.json").read_text())
+    assert spreid["parsing"]["source"] == "ss_hsp"

@@ -269,21 +269,40 @@ def equivariance_loss(seg: dict[str, torch.Tensor], seg_hat: dict[str, torch.Ten
 # eq. 8: geometric concentration
 # ----------------------------------------------------------------------------------------------------
 
-def part_centres(masks: torch.Tensor, eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
+def _concentration_grid(h: int, w: int, isotropic: bool, device, dtype) -> torch.Tensor:
+    grid = coordinate_grid(h, w, device=device, dtype=dtype)
+    if isotropic and h > 1 and w > 1:                  # one unit per pixel along x and y: half the height
+        grid = grid * torch.tensor([(w - 1) / (h - 1), 1.0], device=device, dtype=dtype)
+    return grid
+
+
+def part_centres(masks: torch.Tensor, eps: float = 1e-8, isotropic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Each part's spatial pdf M^k / z^k [B, K, h, w] and centroid (c_x, c_y) [B, K, 2] (parts = channels 1..K)."""
     parts = masks[:, 1:]
     pdf = parts / parts.sum(dim=(2, 3), keepdim=True).clamp_min(eps)
-    grid = coordinate_grid(*masks.shape[-2:], device=masks.device, dtype=masks.dtype)
+    grid = _concentration_grid(*masks.shape[-2:], isotropic, masks.device, masks.dtype)
     return pdf, torch.einsum("bkhw,hwc->bkc", pdf, grid)
 
 
-def concentration_loss(masks: torch.Tensor) -> torch.Tensor:
+def concentration_loss(masks: torch.Tensor, isotropic: bool = False, mass_weighted: bool = False) -> torch.Tensor:
     """SS-HSP eq. 8 (SCOPS): sum_k sum_z ||z - c^k||^2 M^k(z) / z^k, averaged over samples.
 
     masks [B, K+1, h, w] (channel 0 background, excluded); coordinates on the h x w grid in [-1, 1]
-    (x along the width, y along the height). Zero when every part is a point mass.
+    (x along the width, y along the height). Zero when every part is a point mass. ``isotropic``: the
+    paper's pixel coordinates (h, w), scaled by 2 / (h - 1) -- a pixel step weighs the same along x and y
+    (on the [-1, 1] grid a step along the width of a 2:1 map counts twice, its square four times, which
+    favours tall, thin parts).
+
+    ``mass_weighted``: part k's term is weighted by z^k / mean_j z^j (no gradient through the weights), so
+    equal-mass parts give eq. 8 itself, but a vanishing part is not rewarded: eq. 8's gradient on part k
+    grows as 1 / z^k, so once a part starts to shrink it is driven to nothing (all mass to the background);
+    weighted, the gradient scales as 1 / mean_j z^j for every part.
     """
-    pdf, centre = part_centres(masks)
-    grid = coordinate_grid(*masks.shape[-2:], device=masks.device, dtype=masks.dtype)
+    pdf, centre = part_centres(masks, isotropic=isotropic)
+    grid = _concentration_grid(*masks.shape[-2:], isotropic, masks.device, masks.dtype)
     sq = (grid[None, None] - centre[:, :, None, None, :]).pow(2).sum(-1)     # [B, K, h, w]
-    return (pdf * sq).sum(dim=(1, 2, 3)).mean()
+    per_part = (pdf * sq).sum(dim=(2, 3))                                     # [B, K]
+    if mass_weighted:
+        mass = masks[:, 1:].sum(dim=(2, 3)).detach()
+        per_part = per_part * mass / mass.mean(dim=1, keepdim=True).clamp_min(1e-8)
+    return per_part.sum(dim=1).mean()

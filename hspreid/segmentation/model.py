@@ -1,5 +1,28 @@
 """The SS-HSP semantic segmentation network (section 3.2): segmentation U-Net + part motion + frame predictor,
 trained by lambda_1 L_rec + lambda_2 L_equ + lambda_3 L_geo (section 3.4; all lambdas 1 in section 4.1).
+
+Collapse. With the paper-literal settings (static background, all lambdas 1, consecutive frames) the parts
+vanish into the background on the synthetic tracklets (mean part IoU 0.00 against 0.14 for K stripes):
+
+* scale: our eq. 6 is a mean per element (about 0.5 for l1_ssim), while eq. 8 sums the K parts' spatial
+  variances (about 4 on the [-1, 1] grid for spread parts). The cheapest way down is a part with almost
+  no mass, peaked on a few pixels (eq. 8 divides by the mass z^k, so a vanishing part costs nothing), and
+  eq. 3's visibility O = 1 - M_bg(t+1) * sum_k M_k(t) pushes the parts' mass down wherever the target is
+  background -- everything goes to channel 0. The paper's lambdas weigh its sums over VGG-19 features;
+  with per-element means eq. 8 needs a weight of a few hundredths (``lambda_geo``).
+* motion: person crops follow the person, so the background is not static (detector jitter moves the
+  whole crop every frame, the scenery slides behind a walking person): with G^{K+1} = z nothing moves as
+  the background does, and with a weak eq. 8 one part covers the whole frame to explain the crop's
+  motion. ``background_motion="affine"`` gives the background its own global affine motion, predicted
+  from the pair by a small CNN (:class:`BackgroundMotion`, as the background motion predictor of Zhao &
+  Zhang's thin-plate spline motion model), identity at the start; the parts then explain what moves
+  differently from the scenery: the person. Frames ``gap`` = 3 apart (stage option) make that difference
+  larger than the per-frame jitter.
+* eq. 8's grid: on [-1, 1] x [-1, 1] a step along the width of a 2:1 map weighs four times a step along
+  its height (favouring tall, thin parts); ``geo_isotropic`` uses the paper's pixel grid (h, w).
+
+The stage's defaults (``hspreid.segmentation.pretrain.STAGE_MODEL_DEFAULTS``) carry these; this class's
+defaults stay the paper's.
 """
 from __future__ import annotations
 
@@ -14,7 +37,8 @@ from torch import nn
 from hspreid.errors import UserError
 from hspreid.segmentation.losses import (build_reconstruction_loss, concentration_loss, equivariance_loss,
                                          random_color, random_tps)
-from hspreid.segmentation.motion import background_visibility, combine_flows, coordinate_grid, part_flows, warp
+from hspreid.segmentation.motion import (affine_flow, background_visibility, combine_flows, coordinate_grid,
+                                         part_flows, warp)
 from hspreid.segmentation.predictor import FramePredictor
 from hspreid.segmentation.unet import SegmentationUNet
 
@@ -31,6 +55,34 @@ def frames_to_tensor(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     return x.float()
 
 
+BACKGROUND_MOTIONS = ("static", "affine")
+
+
+class BackgroundMotion(nn.Module):
+    """Global affine motion of the background from I_{t+1} to I_t, predicted from the pair (as the background
+    motion predictor of Zhao & Zhang's thin-plate spline motion model, CVPR 2022, here a small CNN):
+    [I_t, I_{t+1}] (6 channels) -> ``num_blocks`` x (3x3 conv, BN, ReLU, 2x2 average pool) -> global average
+    -> linear -> theta [B, 2, 3]; the linear layer starts at zero weights and the identity bias, so the
+    background starts static (SS-HSP's G^{K+1} = z)."""
+
+    def __init__(self, channels: int = 16, num_blocks: int = 3):
+        super().__init__()
+        layers, c_in = [], 6
+        for i in range(num_blocks):
+            c_out = channels * 2 ** i
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+                       nn.AvgPool2d(2)]
+            c_in = c_out
+        self.body = nn.Sequential(*layers)
+        self.fc = nn.Linear(c_in, 6)
+        with torch.no_grad():
+            self.fc.weight.zero_()
+            self.fc.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]))
+
+    def forward(self, source: torch.Tensor, driving: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.body(torch.cat([source, driving], dim=1)).mean(dim=(2, 3))).view(-1, 2, 3)
+
+
 class CoPartSegmenter(nn.Module):
     """Motion-supervised co-part segmentation of person frames (SS-HSP eqs. 1-8).
 
@@ -39,7 +91,10 @@ class CoPartSegmenter(nn.Module):
     frame resolution (H, W divisible by 4). ``reconstruction`` names the eq. 6 backbone: a local VGG-19
     weights path, ``"vgg_random"`` or ``"l1_ssim"``. A loss weight of 0 switches its term off
     (Table 4's "w/o L_equ", "w/o L_geo"). The reconstruction network is kept outside the module's
-    parameters and state dict (it is frozen and rebuilt from the config).
+    parameters and state dict (it is frozen and rebuilt from the config). ``background_motion``: "static"
+    (the paper's G^{K+1} = z) or "affine" (:class:`BackgroundMotion`, training only: segmentation and the
+    U-Net's state, which the re-ID model loads, are the same either way); ``geo_isotropic``: eq. 8 on the
+    pixel grid (see the module docstring).
     """
 
     def __init__(self, num_parts: int = 6, seg_size: Sequence[int] = (64, 32), unet_channels: int = 32,
@@ -49,7 +104,9 @@ class CoPartSegmenter(nn.Module):
                  rec_scales: Sequence[float] = (1.0, 0.5, 0.25), rec_distance: str = "l2", vgg_seed: int = 0,
                  lambda_rec: float = 1.0, lambda_equ: float = 1.0, lambda_geo: float = 1.0,
                  sigma_affine: float = 0.05, sigma_tps: float = 0.005, points_tps: int = 5,
-                 color_jitter: float = 0.1, detach_visibility_target: bool = True):
+                 color_jitter: float = 0.1, detach_visibility_target: bool = True,
+                 background_motion: str = "static", background_channels: int = 16, geo_isotropic: bool = False,
+                 geo_mass_weighted: bool = False):
         params = dict(locals())                                         # the constructor arguments, for checkpoints
         params.pop("self")
         params.pop("__class__", None)
@@ -65,8 +122,12 @@ class CoPartSegmenter(nn.Module):
         self.num_parts, self.seg_size = num_parts, seg_size
         if head_kernel < 1 or head_kernel % 2 == 0:
             raise UserError(f"segmenter head_kernel: expected an odd size >= 1, got {head_kernel}")
+        if background_motion not in BACKGROUND_MOTIONS:
+            raise UserError(f"segmenter background_motion: expected one of {list(BACKGROUND_MOTIONS)}, "
+                            f"got {background_motion!r}")
         self.unet = SegmentationUNet(num_parts, unet_channels, unet_max_channels, temperature, head_kernel=head_kernel)
         self.predictor = FramePredictor(predictor_channels, predictor_max_channels, 2, num_res_blocks)
+        self.background = BackgroundMotion(background_channels) if background_motion == "affine" else None
         rec = build_reconstruction_loss(reconstruction, rec_scales, vgg_seed, rec_distance) if lambda_rec > 0 else None
         object.__setattr__(self, "_rec_loss", rec)                     # not a submodule: no params, no state
 
@@ -108,36 +169,42 @@ class CoPartSegmenter(nn.Module):
         seg_d = {k: v[b:] for k, v in both.items()}
         grid = coordinate_grid(*self.seg_size, device=source.device, dtype=seg_s["shift"].dtype)
         flows = part_flows(seg_s["shift"], seg_s["affine"], seg_d["shift"], seg_d["affine"], grid)
-        flow = combine_flows(flows, seg_d["masks"], grid)
+        theta = None
+        if self.background is not None:                               # the background's own global motion
+            theta = self.background(self.to_seg_size(source), self.to_seg_size(driving))
+        flow = combine_flows(flows, seg_d["masks"], grid, None if theta is None else affine_flow(theta, grid))
         visibility = background_visibility(seg_s["masks"], seg_d["masks"], self.config["detach_visibility_target"])
         prediction = self.predictor(source, flow, visibility)
         with torch.no_grad():
             deformed = warp(source, flow)                             # I_t warped by G_hat, for inspection
         return {"prediction": prediction, "deformed": deformed, "masks_source": seg_s["masks"],
                 "masks_driving": seg_d["masks"], "seg_source": seg_s, "seg_driving": seg_d,
-                "part_flows": flows, "flow": flow, "visibility": visibility}
+                "part_flows": flows, "flow": flow, "visibility": visibility, "background_theta": theta}
 
     def loss(self, out: dict[str, Any], source: torch.Tensor, driving: torch.Tensor,
-             generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+             generator: torch.Generator | None = None,
+             scale: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
         """lambda_1 L_rec (eq. 6) + lambda_2 L_equ (eq. 7) + lambda_3 L_geo (eq. 8) -> {"total", "rec", "equ",
-        "equ_kl", "equ_affine", "equ_shift", "geo"} (unweighted terms; a term with weight 0 is not computed)."""
-        cfg = self.config
+        "equ_kl", "equ_affine", "equ_shift", "geo"} (unweighted terms; a term with weight 0 is not computed).
+        ``scale`` multiplies the configured weights for this call, e.g. {"lambda_geo": 0.5} during a warm-up."""
+        cfg = {**self.config, **{k: self.config[k] * float(v) for k, v in (scale or {}).items()}}
         zero = out["prediction"].new_zeros(())
         terms = {"rec": zero, "equ": zero, "equ_kl": zero, "equ_affine": zero, "equ_shift": zero, "geo": zero}
         total = zero
-        if cfg["lambda_rec"] > 0:
+        if self.config["lambda_rec"] > 0:
             rec = self._reconstruction_module(driving.device)
             terms["rec"] = rec(out["prediction"], driving)
             total = total + cfg["lambda_rec"] * terms["rec"]
-        if cfg["lambda_equ"] > 0:
+        if self.config["lambda_equ"] > 0:
             small = self.to_seg_size(source)
             transform = random_tps(small.shape[0], cfg["sigma_affine"], cfg["sigma_tps"], cfg["points_tps"], generator)
             seg_hat = self.unet(transform.warp_images(random_color(small, cfg["color_jitter"], generator)))
             equ = equivariance_loss(out["seg_source"], seg_hat, transform)
             terms.update(equ=equ["total"], equ_kl=equ["kl"], equ_affine=equ["affine"], equ_shift=equ["shift"])
             total = total + cfg["lambda_equ"] * equ["total"]
-        if cfg["lambda_geo"] > 0:
-            terms["geo"] = concentration_loss(out["masks_source"])
+        if self.config["lambda_geo"] > 0:
+            terms["geo"] = concentration_loss(out["masks_source"], isotropic=bool(cfg.get("geo_isotropic", False)),
+                                              mass_weighted=bool(cfg.get("geo_mass_weighted", False)))
             total = total + cfg["lambda_geo"] * terms["geo"]
         return {"total": total, **terms}
 

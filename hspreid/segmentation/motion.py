@@ -47,13 +47,21 @@ def part_flows(shift_src: torch.Tensor, affine_src: torch.Tensor, shift_tgt: tor
     return shift_src[:, :, None, None, :] + torch.einsum("bkij,bkhwj->bkhwi", rel, offset)
 
 
-def combine_flows(flows: torch.Tensor, masks_tgt: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+def combine_flows(flows: torch.Tensor, masks_tgt: torch.Tensor, grid: torch.Tensor,
+                  background: torch.Tensor | None = None) -> torch.Tensor:
     """SS-HSP eq. 2: G_hat = sum_k M_{t+1}^k * G^k, the background (channel 0) moving by the identity G = z.
 
     flows [B, K, h, w, 2] (eq. 1), masks_tgt [B, K+1, h, w] (target-frame soft masks) -> [B, h, w, 2].
+    ``background`` [B, h, w, 2], when given, replaces the identity as the background's flow (see
+    :func:`affine_flow`).
     """
-    bg = grid[None].expand(flows.shape[0], *grid.shape)
+    bg = grid[None].expand(flows.shape[0], *grid.shape) if background is None else background
     return masks_tgt[:, 0, ..., None] * bg + torch.einsum("bkhw,bkhwc->bhwc", masks_tgt[:, 1:], flows)
+
+
+def affine_flow(theta: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """G(z) = theta[:, :, :2] z + theta[:, :, 2] for theta [B, 2, 3] on grid [h, w, 2] -> [B, h, w, 2]."""
+    return torch.einsum("bij,hwj->bhwi", theta[:, :, :2], grid) + theta[:, None, None, :, 2]
 
 
 def background_visibility(masks_src: torch.Tensor, masks_tgt: torch.Tensor,

@@ -3,7 +3,9 @@ from I_t on consecutive frames of training tracklets.
 
 ``consecutive_pairs`` lists the (t, t+1) row pairs of a frame store (frames of a tracklet are contiguous
 rows, see hspreid/data/index.py), ``FramePairSampler`` draws random batches of them, and
-``pretrain_segmenter`` runs Adam on ``CoPartSegmenter.loss``.
+``pretrain_segmenter`` runs Adam on ``CoPartSegmenter.loss``. ``split_params`` / ``pretrain_from_store`` are
+the pretrain_segmentation stage's: a method's ``segmentation:`` block (``CoPartSegmenter`` options over
+``STAGE_MODEL_DEFAULTS``, training options over ``TRAIN_DEFAULTS``) -> a trained segmenter.
 """
 from __future__ import annotations
 
@@ -96,36 +98,51 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "epochs": 120,           # section 4.1: 120 epochs (one epoch = every training pair once)
     "steps": None,           # optimiser steps instead of epochs (wins when set)
     "batch_size": 16,        # frame pairs per step
-    "gap": 1,                # frames between I_t and the frame to predict
+    "gap": 3,                # frames between I_t and the frame to predict (1 in the paper: consecutive)
     "lr": 3e-4,              # Adam, section 4.1
     "weight_decay": 5e-4,
-    "lr_step": 40,           # lr x lr_gamma every lr_step epochs (or steps, when ``steps`` is set); null: never
+    "lr_step": 40,           # lr x lr_gamma every lr_step epochs (also when ``steps`` is set); null: never
     "lr_gamma": 0.1,
     "log_every": 50,         # steps between progress lines
     "checkpoint_every": None,  # steps between intermediate checkpoints (null: only the final one)
+    "geo_warmup": 0.0,       # fraction of the steps over which lambda_geo ramps up from 0
+    "labels": "argmax",      # part maps from the masks: argmax | foreground (sum of parts > background first)
     "infer_batch_size": 256,  # frames per batch when segmenting the store
     "quality_frames": 4000,  # about this many frames are scored against ground-truth masks (0: none)
 }
 
 
+STAGE_MODEL_DEFAULTS: dict[str, Any] = {
+    # What the pretrain_segmentation stage changes from ``CoPartSegmenter``'s paper-literal defaults, so that
+    # the parts do not collapse (see the module docstring of hspreid/segmentation/model.py, "Collapse"):
+    "background_motion": "affine",   # tracked crops: the background moves (detector jitter, camera following)
+    "geo_isotropic": True,           # eq. 8 on the paper's pixel grid, not on [-1, 1] x [-1, 1]
+    "lambda_geo": 0.03,              # eq. 8 against our per-element-mean eq. 6 (the paper's lambdas weigh sums)
+    "reconstruction": "l1_ssim",
+}
+
+
 def model_defaults() -> dict[str, Any]:
-    """The ``CoPartSegmenter`` constructor options and their defaults."""
+    """The ``CoPartSegmenter`` constructor options and their defaults for the stage (``STAGE_MODEL_DEFAULTS``
+    over the class's own)."""
     sig = inspect.signature(CoPartSegmenter.__init__)
-    return {k: p.default for k, p in sig.parameters.items() if k != "self"}
+    return {**{k: p.default for k, p in sig.parameters.items() if k != "self"}, **STAGE_MODEL_DEFAULTS}
 
 
 def split_params(params: dict[str, Any], where: str = "segmentation") -> tuple[dict[str, Any], dict[str, Any]]:
-    """A method's ``segmentation:`` block -> (``CoPartSegmenter`` options as given, training options with
-    ``TRAIN_DEFAULTS`` filled in); an unknown key is named."""
+    """A method's ``segmentation:`` block -> (``CoPartSegmenter`` options: ``STAGE_MODEL_DEFAULTS`` and those
+    given, training options with ``TRAIN_DEFAULTS`` filled in); an unknown key is named."""
     from hspreid.stage import check_keys
 
     model_keys = model_defaults()
     check_keys(params, {*model_keys, *TRAIN_DEFAULTS}, where)
-    model = {k: v for k, v in params.items() if k in model_keys}
+    model = {**STAGE_MODEL_DEFAULTS, **{k: v for k, v in params.items() if k in model_keys}}
     train = {**TRAIN_DEFAULTS, **{k: v for k, v in params.items() if k in TRAIN_DEFAULTS}}
     for key in ("batch_size", "gap", "log_every", "infer_batch_size"):
         if not isinstance(train[key], int) or train[key] < 1:
             raise UserError(f"{where}.{key}: expected an integer >= 1, got {train[key]!r}")
+    if train["labels"] not in ("argmax", "foreground"):
+        raise UserError(f"{where}.labels: expected argmax or foreground, got {train['labels']!r}")
     if train["steps"] is None and (not isinstance(train["epochs"], (int, float)) or train["epochs"] <= 0):
         raise UserError(f"{where}: set steps (>= 1) or epochs (> 0), got epochs {train['epochs']!r}")
     return model, train
@@ -144,17 +161,16 @@ def pretrain_from_store(store: FrameStore | str | Path, index: pd.DataFrame, mod
                                           batch_size=train["batch_size"], seed=seed)
     per_epoch = math.ceil(len(sampler.pairs) / train["batch_size"])
     if train["steps"] is not None:
-        steps, lr_step, epochs = int(train["steps"]), train["lr_step"], None
+        steps, epochs = int(train["steps"]), None
     else:
-        steps = max(1, round(train["epochs"] * per_epoch))
-        lr_step = None if not train["lr_step"] else max(1, round(train["lr_step"] * per_epoch))
-        epochs = train["epochs"]
+        steps, epochs = max(1, round(train["epochs"] * per_epoch)), train["epochs"]
+    lr_step = None if not train["lr_step"] else max(1, round(train["lr_step"] * per_epoch))
     log.info("segmenter: %d training pairs (gap %d), %d steps of %d pairs (%.1f epochs), on %s",
              len(sampler.pairs), train["gap"], steps, train["batch_size"], steps / per_epoch, device)
     result = pretrain_segmenter(model, sampler, steps=steps, lr=train["lr"], weight_decay=train["weight_decay"],
                                 lr_step=lr_step, lr_gamma=train["lr_gamma"], device=device, seed=seed,
                                 log_every=train["log_every"], checkpoint=checkpoint,
-                                checkpoint_every=train["checkpoint_every"])
+                                checkpoint_every=train["checkpoint_every"], geo_warmup=train["geo_warmup"])
     result.update(pairs=int(len(sampler.pairs)), epochs=epochs,
                   pairs_per_s=steps * train["batch_size"] / max(result["seconds"], 1e-9))
     return model, result
@@ -164,14 +180,16 @@ def pretrain_segmenter(model: CoPartSegmenter, pairs: Iterable[Sequence[torch.Te
                        epochs: int | None = None, lr: float = 3e-4, weight_decay: float = 5e-4,
                        betas: tuple[float, float] = (0.9, 0.999), lr_step: int | None = None, lr_gamma: float = 0.1,
                        device: str | torch.device = "cpu", seed: int = 0, log_every: int = 50,
-                       checkpoint: str | Path | None = None, checkpoint_every: int | None = None) -> dict[str, Any]:
+                       checkpoint: str | Path | None = None, checkpoint_every: int | None = None,
+                       geo_warmup: float = 0.0) -> dict[str, Any]:
     """Train ``model`` on batches ``(I_t, I_{t+1})`` from ``pairs`` for ``steps`` optimiser steps (or ``epochs``
     passes over a finite loader with ``len``). Adam with the paper's lr 3e-4 and weight decay 5e-4; the lr is
     multiplied by ``lr_gamma`` every ``lr_step`` steps (the paper: x0.1 every 40 epochs).
 
     Logs the mean loss terms every ``log_every`` steps and saves ``checkpoint`` every ``checkpoint_every``
-    steps and at the end. The equivariance transforms are drawn from a generator seeded with ``seed``;
-    batches come in ``pairs``' own (seeded) order. Returns {"history": [per-log-window means], "steps",
+    steps and at the end. ``geo_warmup`` (a fraction of ``steps``) ramps lambda_geo linearly from 0 to its value
+    over the first steps, so that parts learn to move before they are pulled together. The equivariance
+    transforms are drawn from a generator seeded with ``seed``; batches come in ``pairs``' own (seeded) order. Returns {"history": [per-log-window means], "steps",
     "seconds", "final": last window}.
     """
     if epochs is not None:
@@ -180,6 +198,9 @@ def pretrain_segmenter(model: CoPartSegmenter, pairs: Iterable[Sequence[torch.Te
         steps = epochs * len(pairs)  # type: ignore[arg-type]
     if steps is None or steps < 1:
         raise UserError(f"segmentation pre-training: steps must be >= 1, got {steps}")
+    if not 0 <= geo_warmup <= 1:
+        raise UserError(f"segmentation geo_warmup: expected a fraction of the steps in [0, 1], got {geo_warmup}")
+    warm_steps = geo_warmup * steps
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model.to(device).train()
@@ -192,7 +213,8 @@ def pretrain_segmenter(model: CoPartSegmenter, pairs: Iterable[Sequence[torch.Te
     for step in range(1, steps + 1):
         source, driving = (x.to(device, non_blocking=True) for x in next(batches)[:2])
         out = model(source, driving)
-        terms = model.loss(out, source, driving, generator)
+        scale = {"lambda_geo": min(1.0, (step - 1) / warm_steps)} if warm_steps > 0 else None
+        terms = model.loss(out, source, driving, generator, scale)
         if not torch.isfinite(terms["total"]):
             raise FloatingPointError(f"segmentation pre-training: non-finite loss at step {step}: "
                                      f"{ {k: float(v) for k, v in terms.items()} }")

@@ -150,3 +150,30 @@ def test_vgg_weights_file_is_loaded(tmp_path):
     loss = build_reconstruction_loss(str(tmp_path / "vgg19.pth"))
     assert torch.equal(loss.slices[0][0].weight, state["features.0.weight"])
     assert torch.equal(loss.slices[4][0].weight, state["features.21.weight"])
+
+
+def test_eq8_isotropic_weighs_pixel_steps_alike_along_x_and_y():
+    wide, tall = torch.zeros(1, 2, 9, 5), torch.zeros(1, 2, 9, 5)
+    wide[0, 1, 4, 0] = wide[0, 1, 4, 4] = 0.5                    # two pixels 4 columns apart
+    tall[0, 1, 2, 2] = tall[0, 1, 6, 2] = 0.5                    # two pixels 4 rows apart
+    assert float(concentration_loss(wide)) == pytest.approx(4 * float(concentration_loss(tall)), rel=1e-5)
+    assert float(concentration_loss(wide, isotropic=True)) == pytest.approx(
+        float(concentration_loss(tall, isotropic=True)), rel=1e-5)
+    assert float(concentration_loss(tall, isotropic=True)) == pytest.approx(float(concentration_loss(tall)), rel=1e-6)
+
+
+def test_eq8_mass_weighted_equals_eq8_for_equal_masses_and_does_not_reward_vanishing():
+    g = torch.Generator().manual_seed(0)
+    masks = torch.rand(2, 4, 8, 4, generator=g).softmax(dim=1)
+    equal = masks.clone()
+    equal[:, 1:] = equal[:, 1:] / equal[:, 1:].sum(dim=(2, 3), keepdim=True) * 5.0     # every part mass 5
+    assert float(concentration_loss(equal, mass_weighted=True)) == pytest.approx(float(concentration_loss(equal)),
+                                                                                  rel=1e-5)
+    small = masks.clone()
+    small[:, 1] *= 1e-3                                                          # part 1 nearly vanished
+    grads = {}
+    for weighted in (False, True):
+        x = small.clone().requires_grad_(True)
+        concentration_loss(x, mass_weighted=weighted).backward()
+        grads[weighted] = float(x.grad[:, 1].abs().max())
+    assert grads[True] < 1e-2 * grads[False]                                     # no 1 / z^k blow-up

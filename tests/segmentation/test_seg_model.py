@@ -141,3 +141,38 @@ def test_pretrain_rejects_bad_steps():
         pretrain_segmenter(model, [], steps=0)
     with pytest.raises(UserError, match="no batch"):
         pretrain_segmenter(model, [], steps=1)
+
+
+def test_affine_background_motion_starts_static_and_is_trained():
+    torch.manual_seed(0)
+    static = CoPartSegmenter(num_parts=2, **TINY)
+    torch.manual_seed(0)
+    moving = CoPartSegmenter(num_parts=2, **TINY, background_motion="affine")
+    assert static.background is None and not any(k.startswith("background.") for k in static.state_dict())
+    src, drv = torch.rand(2, 3, 32, 16), torch.rand(2, 3, 32, 16)
+    a, b = static(src, drv), moving(src, drv)
+    assert b["background_theta"].shape == (2, 2, 3) and a["background_theta"] is None
+    assert torch.allclose(b["background_theta"], torch.eye(2, 3).expand(2, 2, 3))
+    assert torch.allclose(a["flow"], b["flow"], atol=1e-6)                      # identity at initialisation
+    moving.loss(b, src, drv)["total"].backward()
+    assert moving.background.fc.weight.grad is not None and moving.background.fc.weight.grad.abs().sum() > 0
+    # the U-Net (what the re-ID model loads) is the same either way; segmentation does not use the background net
+    assert set(static.unet.state_dict()) == set(moving.unet.state_dict())
+    with pytest.raises(UserError, match="background_motion"):
+        CoPartSegmenter(num_parts=2, **TINY, background_motion="dynamic")
+
+
+def test_loss_scale_and_geo_warmup():
+    model = CoPartSegmenter(num_parts=2, **TINY, geo_isotropic=True)
+    src, drv = torch.rand(2, 3, 32, 16), torch.rand(2, 3, 32, 16)
+    out = model(src, drv)
+    off = model.loss(out, src, drv, torch.Generator().manual_seed(0), scale={"lambda_geo": 0.0})
+    assert float(off["geo"].detach()) > 0                                 # still computed and logged, weighted 0
+    assert torch.isclose(off["total"], off["rec"] + off["equ"])
+    half = model.loss(out, src, drv, torch.Generator().manual_seed(0), scale={"lambda_geo": 0.5})
+    assert torch.isclose(half["total"], half["rec"] + half["equ"] + 0.5 * half["geo"])
+    assert model.config["lambda_geo"] == 1.0                               # the config is not changed
+    with pytest.raises(UserError, match="geo_warmup"):
+        pretrain_segmenter(model, [(src, drv)], steps=2, geo_warmup=1.5)
+    hist = pretrain_segmenter(model, [(src, drv)], steps=2, geo_warmup=0.5, log_every=1)["history"]
+    assert [h["step"] for h in hist] == [1, 2] and all(h["geo"] > 0 for h in hist)

@@ -111,3 +111,19 @@ def test_eq3_visibility_shape_range_and_values():
     assert float(background_visibility(fg, fg)) == 1.0
     assert float(background_visibility(bg, bg)) == 1.0
     assert math.isclose(float(background_visibility(fg, 0.5 * (fg + bg))), 0.5)
+
+
+def test_affine_flow_and_a_moving_background_in_eq2():
+    from hspreid.segmentation.motion import affine_flow
+
+    grid = coordinate_grid(8, 4)
+    identity = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]).expand(2, 2, 3)
+    assert torch.allclose(affine_flow(identity, grid), grid.expand(2, 8, 4, 2))
+    theta = torch.tensor([[[2.0, 0.0, 0.1], [0.0, 1.0, -0.2]]]).expand(2, 2, 3)
+    bg = affine_flow(theta, grid)
+    assert torch.allclose(bg[..., 0], 2 * grid[..., 0] + 0.1) and torch.allclose(bg[..., 1], grid[..., 1] - 0.2)
+    masks = torch.zeros(2, 3, 8, 4)
+    masks[:, 0] = 1.0                                                            # all background
+    flows = torch.rand(2, 2, 8, 4, 2)
+    assert torch.allclose(combine_flows(flows, masks, grid, background=bg), bg)
+    assert torch.allclose(combine_flows(flows, masks, grid), grid.expand(2, 8, 4, 2))   # static by default

@@ -1,0 +1,119 @@
+"""Stage pretrain_segmentation: the first training stage of SS-HSP (section 3.4), then part maps of every frame.
+
+    python -m stages.pretrain_segmentation --frames results/D/frames.zarr --index results/D/index.parquet \
+        --params '<the method's segmentation block as JSON>' --model-out results/D/M/segmenter.pt \
+        --parsing-out results/D/M/parsing.zarr --summary results/D/M/segmentation.json --device auto --seed 0
+
+The co-part segmenter (hspreid/segmentation) learns, without labels, to predict frame t + gap from frame t
+of the training tracklets. Then every frame of the store (train and test) is segmented into
+``parsing.zarr``: uint8 [n, h, w] at ``seg_size``, 0 background, 1..K the learned parts, with ``rows``.
+
+``--params`` holds the ``CoPartSegmenter`` options (num_parts, seg_size, widths, temperature,
+reconstruction, loss weights, background_motion, ...; the stage's defaults are ``STAGE_MODEL_DEFAULTS``
+over the class's paper-literal ones) and the training options of ``TRAIN_DEFAULTS`` (steps or epochs,
+batch_size, gap, lr, lr_step, ..., labels; hspreid/segmentation/pretrain.py); an unknown key is an error. The summary JSON: steps, seconds, train throughput (frame pairs/s), inference throughput
+(frames/s), the final loss terms and, where the store holds ground-truth part masks, the Hungarian-matched
+part IoU of the maps beside K horizontal stripes (per subset).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from hspreid.data.frames import FrameStore
+from hspreid.engine.trainer import pick_device
+from hspreid.errors import UserError
+from hspreid.io import log, write_json
+from hspreid.segmentation.evaluate import segmentation_quality
+from hspreid.segmentation.pretrain import pretrain_from_store, split_params
+from hspreid.segmentation.store import segment_store, write_part_store
+from hspreid.stage import parse_params, run_stage, stage_parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = stage_parser(__doc__)
+    p.add_argument("--frames", required=True, type=Path, help="frames.zarr")
+    p.add_argument("--index", required=True, type=Path, help="index.parquet")
+    p.add_argument("--model-out", required=True, type=Path, help="segmenter checkpoint (.pt) to write")
+    p.add_argument("--parsing-out", required=True, type=Path, help="part-map store (.zarr) to write")
+    p.add_argument("--summary", required=True, type=Path, help="summary JSON to write")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    args = p.parse_args(argv)
+
+    def body() -> None:
+        model_params, train = split_params(parse_params(args.params))
+        store, index = FrameStore(args.frames), pd.read_parquet(args.index)
+        if len(index) != len(store):
+            raise UserError(f"{args.index}: {len(index)} rows but {args.frames} holds {len(store)} frames")
+        device = pick_device(args.device)
+        model, result = pretrain_from_store(store, index, model_params, train, device=device, seed=args.seed,
+                                            checkpoint=args.model_out)
+        log.info("%s: segmenter trained, %d steps in %.0f s (%.1f frame pairs/s)", args.model_out, result["steps"],
+                 result["seconds"], result["pairs_per_s"])
+
+        timing: dict[str, float] = {}
+        subset = index["subset"].to_numpy()
+        kept: dict[str, list[np.ndarray]] = {"labels": [], "rows": []}
+        every = max(1, len(store) // train["quality_frames"]) if train["quality_frames"] else 0
+
+        def blocks():
+            for rows, labels in segment_store(model, store, batch_size=train["infer_batch_size"], device=device,
+                                              timing=timing, rule=train["labels"]):
+                if store.masks is not None and every:
+                    pick = rows % every == 0
+                    kept["labels"].append(labels[pick])
+                    kept["rows"].append(rows[pick])
+                yield rows, labels
+
+        t0 = time.monotonic()
+        quality: dict | None = None
+
+        def attrs() -> dict:
+            nonlocal quality
+            if kept["rows"]:
+                labels, rows = np.concatenate(kept["labels"]), np.concatenate(kept["rows"])
+                masks = store.read(rows, "masks")
+                quality = {name: segmentation_quality(labels[subset[rows] == name], masks[subset[rows] == name],
+                                                      model.num_parts)
+                           for name in ("train", "test") if (subset[rows] == name).any()}
+            return {"num_parts": model.num_parts, "seg_size": list(model.seg_size), "model": str(args.model_out),
+                    "labels": train["labels"],
+                    "frames": str(args.frames), "config": model.config, "steps": result["steps"],
+                    "quality": quality}
+
+        size = write_part_store(args.parsing_out, blocks(), len(store), attrs)
+        infer_wall = time.monotonic() - t0
+        summary = {
+            "model": str(args.model_out), "parsing": str(args.parsing_out), "frames": len(store),
+            "device": str(device), "num_parts": model.num_parts, "seg_size": list(size),
+            "params": {**model_params, **train},
+            "steps": result["steps"], "epochs": result.get("epochs"), "seconds": result["seconds"],
+            "train_pairs": result["pairs"], "train_pairs_per_s": round(result["pairs_per_s"], 2),
+            "inference_seconds": round(timing.get("seconds", 0.0), 2),
+            "inference_frames_per_s": round(timing.get("frames", 0) / max(timing.get("seconds", 0.0), 1e-9), 1),
+            "inference_wall_seconds": round(infer_wall, 2),
+            "final_loss": {k: round(float(v), 5) for k, v in result["final"].items() if k not in ("step", "lr")},
+            "history": result["history"], "quality": quality,
+        }
+        if quality and "test" in quality:
+            q = quality["test"]
+            summary.update(mean_part_iou=q["model"]["mean_part_iou"], foreground_iou=q["model"]["foreground_iou"],
+                           stripes_mean_part_iou=q["stripes"]["mean_part_iou"],
+                           stripes_foreground_iou=q["stripes"]["foreground_iou"])
+            log.info("test frames: mean part IoU %.4f (stripes %.4f, stripes of the true foreground %.4f), "
+                     "foreground IoU %.4f", q["model"]["mean_part_iou"], q["stripes"]["mean_part_iou"],
+                     q["stripes_gt_foreground"]["mean_part_iou"], q["model"]["foreground_iou"])
+        write_json(args.summary, summary)
+        log.info("%s: %d part maps of %s (%.0f frames/s); summary %s", args.parsing_out, len(store),
+                 "x".join(map(str, size)), summary["inference_frames_per_s"], args.summary)
+
+    return run_stage("pretrain_segmentation", args, body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
