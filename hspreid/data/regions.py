@@ -224,14 +224,24 @@ def scored(blocks: Iterable[Block], store: FrameStore, scorer: RegionIoU, step: 
 # ----------------------------------------------------------------------------- the store
 def write_parsing_store(out: Path, blocks: Iterable[Block], count: int,
                         attrs: dict | Callable[[], dict]) -> tuple[int, int]:
-    """Write the blocks (rows ascending, ``count`` rows in all) atomically; returns the map size (h, w).
-    ``attrs`` may be a function, called once every block is written (e.g. for a quality score)."""
+    """A five-region parsing store: :func:`write_label_maps` with the region names in the attrs."""
+    def all_attrs() -> dict:
+        return {"regions": list(REGION_NAMES), "ignore": IGNORE, **(attrs() if callable(attrs) else attrs)}
+
+    return write_label_maps(out, blocks, count, all_attrs, "frames parsed")
+
+
+def write_label_maps(out: str | Path, blocks: Iterable[Block], count: int, attrs: dict | Callable[[], dict],
+                     progress_label: str = "label maps written") -> tuple[int, int]:
+    """Write uint8 label maps from ``blocks`` of (rows ascending, maps [b, h, w]), ``count`` rows in all, to
+    the zarr group ``out`` atomically (``labels`` and ``rows``); returns the map size (h, w). ``attrs`` may
+    be a function, called once every block is written (e.g. for a quality score)."""
     import zarr
     from zarr.codecs import ZstdCodec
 
     from hspreid.io import Progress, atomic_dir
 
-    progress = Progress(count, "frames parsed")
+    progress = Progress(count, progress_label)
     with atomic_dir(Path(out)) as tmp:
         group = zarr.open_group(str(tmp), mode="w")
         labels, all_rows, done = None, np.zeros(count, np.int64), 0
@@ -241,15 +251,17 @@ def write_parsing_store(out: Path, blocks: Iterable[Block], count: int,
                 chunk = max(1, min(count, (1 << 20) // (h * w)))
                 labels = group.create_array("labels", shape=(count, h, w), dtype="uint8", chunks=(chunk, h, w),
                                             compressors=ZstdCodec(level=3), dimension_names=("frame", "y", "x"))
+            if done + len(rows) > count:
+                raise UserError(f"{out}: more than the {count} expected label maps")
             labels[done:done + len(rows)] = maps.astype(np.uint8)
             all_rows[done:done + len(rows)] = rows
             done += len(rows)
             progress.update(len(rows))
         if labels is None or done != count or np.any(np.diff(all_rows) <= 0):
-            raise UserError(f"{out}: the parsing source gave {done} maps for {count} frames (rows must ascend)")
+            raise UserError(f"{out}: got {done} label maps for {count} frames (rows must ascend)")
         group.create_array("rows", data=all_rows, chunks=(1 << 20,))
-        group.attrs.update({"regions": list(REGION_NAMES), "ignore": IGNORE, **(attrs() if callable(attrs) else attrs)})
-    return tuple(labels.shape[1:])
+        group.attrs.update(attrs() if callable(attrs) else attrs)
+    return tuple(int(s) for s in labels.shape[1:])
 
 
 class ParsingStore:

@@ -19,7 +19,6 @@ import torch
 
 from hspreid.data.frames import FrameStore
 from hspreid.errors import UserError
-from hspreid.io import Progress, atomic_dir
 from hspreid.segmentation.model import CoPartSegmenter, frames_to_tensor
 
 Block = tuple[np.ndarray, np.ndarray]
@@ -72,27 +71,6 @@ def write_part_store(out: str | Path, blocks: Iterable[Block], count: int,
                      attrs: dict[str, Any] | Callable[[], dict[str, Any]]) -> tuple[int, int]:
     """Write ``count`` part maps from ``blocks`` (rows ascending) to ``out`` atomically; returns the map size.
     ``attrs`` may be a function, called once every block is written (e.g. for scores or timings)."""
-    import zarr
-    from zarr.codecs import ZstdCodec
+    from hspreid.data.regions import write_label_maps  # noqa: PLC0415  (regions -> models -> segmentation)
 
-    progress = Progress(count, "frames segmented")
-    with atomic_dir(Path(out)) as tmp:
-        group = zarr.open_group(str(tmp), mode="w")
-        labels, all_rows, done = None, np.zeros(count, np.int64), 0
-        for rows, maps in blocks:
-            if labels is None:
-                h, w = maps.shape[1:]
-                chunk = max(1, min(count, (1 << 20) // (h * w)))
-                labels = group.create_array("labels", shape=(count, h, w), dtype="uint8", chunks=(chunk, h, w),
-                                            compressors=ZstdCodec(level=3), dimension_names=("frame", "y", "x"))
-            if done + len(rows) > count:
-                raise UserError(f"{out}: more than the {count} expected part maps")
-            labels[done:done + len(rows)] = maps.astype(np.uint8)
-            all_rows[done:done + len(rows)] = rows
-            done += len(rows)
-            progress.update(len(rows))
-        if labels is None or done != count or np.any(np.diff(all_rows) <= 0):
-            raise UserError(f"{out}: got {done} part maps for {count} frames (rows must ascend)")
-        group.create_array("rows", data=all_rows, chunks=(1 << 20,))
-        group.attrs.update(attrs() if callable(attrs) else attrs)
-    return tuple(int(s) for s in labels.shape[1:])
+    return write_label_maps(out, blocks, count, attrs, "frames segmented")
