@@ -147,3 +147,26 @@ def test_loads_the_pretrained_segmenter(one_torch_thread):
 def test_bad_temporal_option_is_named():
     with pytest.raises(Exception, match="model.temporal"):
         small_model(temporal="lstm")
+
+
+def test_train_stage_names_a_segmenter_given_to_another_model(tiny_mars, tmp_path, one_torch_thread):
+    """A `segmentation` block on a method whose model has no segmentation module: one clear error
+    (build_model names the model and the unexpected `segmenter` option)."""
+    import json
+
+    from hspreid.segmentation import save_checkpoint
+    from stages import train as train_stage
+
+    seg = CoPartSegmenter(num_parts=3, seg_size=(32, 16), unet_channels=4, unet_max_channels=16,
+                          predictor_channels=4, predictor_max_channels=8, num_res_blocks=1, lambda_rec=0.0)
+    save_checkpoint(seg, tmp_path / "segmenter.pt")
+    params = {"model": {"name": "baseline", "backbone": "resnet18"},
+              "train": {"epochs": 1, "num_ids": 2, "num_instances": 2, "num_frames": 2, "num_workers": 0},
+              "segmenter": str(tmp_path / "segmenter.pt")}
+    index = tiny_mars["frames"].parent / "index.parquet"
+    tiny_mars["index"].to_parquet(index)
+    code = train_stage.main(["--frames", str(tiny_mars["frames"]), "--index", str(index),
+                             "--output", str(tmp_path / "model.pt"), "--checkpoint", str(tmp_path / "ckpt.pt"),
+                             "--params", json.dumps(params), "--log-file", str(tmp_path / "train.log")])
+    assert code == 1 and not (tmp_path / "model.pt").exists()
+    assert "bad option for 'baseline'" in (tmp_path / "train.log").read_text()   # names the model and the key
