@@ -31,6 +31,7 @@ from torch import nn
 from hspreid.errors import UserError
 from hspreid.models.backbone import build_resnet
 from hspreid.models.heads import BNNeck, Normalize
+from hspreid.segmentation.model import read_segmenter_checkpoint, resize_frames
 from hspreid.segmentation.motion import combine_flows, coordinate_grid, part_flows
 from hspreid.segmentation.unet import SegmentationUNet
 
@@ -50,11 +51,7 @@ def read_pretrained_segmenter(path: str | Path) -> dict[str, Any]:
     """A ``segmenter.pt`` from the pretrain_segmentation stage -> {"architecture", "state_dict", "summary"}
     (``summary``: that stage's ``segmentation.json`` next to it, parsing quality included, when present)."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: pretrained segmenter not found (run the pretrain_segmentation stage first)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if "config" not in ckpt or "state_dict" not in ckpt:
-        raise UserError(f"{path}: not a segmenter checkpoint (expected the keys 'config' and 'state_dict')")
+    ckpt = read_segmenter_checkpoint(path)
     summary_path = path.with_name("segmentation.json")
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
     if summary is not None:                                   # carried to metrics.json: the numbers, not the log
@@ -219,9 +216,7 @@ class SSHSP(nn.Module):
         feats = {"global": self.fc_global(maps.mean(dim=(2, 3)))}
         if self.segmenter is None:
             return feats, None
-        small = frames.float() / 255 if frames.dtype == torch.uint8 else frames.float()
-        small = F.interpolate(small, size=self.seg_size, mode="bilinear", align_corners=False, antialias=True) \
-            if tuple(small.shape[-2:]) != self.seg_size else small
+        small = resize_frames(frames.float() / 255 if frames.dtype == torch.uint8 else frames.float(), self.seg_size)
         seg = self.segmenter(small)
         masks = seg["masks"]
         if self.use_parts:

@@ -102,7 +102,7 @@ import torch.nn.functional as F
 
 from hspreid.errors import UserError
 
-from .pseudo_labels import _check_parts, _take, identity_groups, identity_seed, stream_identities
+from .pseudo_labels import _check_parts, _take, identity_groups, identity_seed, per_map_arrays, stream_identities
 
 log = logging.getLogger("hspreid.parsing")
 
@@ -813,11 +813,6 @@ def _stats_table(stats: list[dict], K1: int) -> dict:
     return tab
 
 
-def _as_np(a) -> np.ndarray:
-    """A flat numpy copy/view of a tensor or array-like."""
-    return np.asarray(a.cpu() if isinstance(a, torch.Tensor) else a).reshape(-1)
-
-
 # ----------------------------------------------------------------------------- entry points
 def coparse_part_labels(features: torch.Tensor, pids, camids, num_parts: int = 4, *, min_labels: int = 18,
                         max_steps: int = 32, lambda_local: float = 2.0, lambda_back: float = 1.0, lr: float = 0.1,
@@ -843,14 +838,8 @@ def coparse_part_labels(features: torch.Tensor, pids, camids, num_parts: int = 4
                    lambda_back=lambda_back, lr=lr, momentum=momentum, hidden=hidden, out_channels=out_channels,
                    p=p, window=window, local_diagonals=local_diagonals, rule=rule, split=split,
                    ids_per_batch=ids_per_batch, layer1=layer1, grouping=grouping, seed=seed)
-    if not isinstance(features, torch.Tensor) or features.dim() != 4 or features.shape[0] == 0:
-        raise UserError(f"coparse_part_labels: features must be a non-empty [N, C, h, w] tensor, got "
-                        f"{getattr(features, 'shape', type(features))}")
-    pid_np, cam_np = _as_np(pids), _as_np(camids)
+    pid_np, cam_np = per_map_arrays(features, "coparse_part_labels", allow_empty=False, pids=pids, camids=camids)
     N, _, h, w = features.shape
-    for name, a in (("pids", pid_np), ("camids", cam_np)):
-        if a.shape[0] != N:
-            raise UserError(f"coparse_part_labels: {a.shape[0]} {name} for {N} feature maps")
     dev = torch.device(device) if device is not None else features.device
     out = torch.zeros(N, h, w, dtype=torch.uint8, device=features.device)
     uniq, groups, order = identity_groups(pid_np)

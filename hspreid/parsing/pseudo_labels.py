@@ -266,6 +266,19 @@ def identity_groups(pids: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], lis
     return uniq, groups, sorted(range(len(uniq)), key=lambda u: (len(groups[u]), u))
 
 
+def per_map_arrays(features: torch.Tensor, where: str, allow_empty: bool = True, **arrays) -> list[np.ndarray]:
+    """Check that ``features`` is a [N, C, h, w] tensor (non-empty unless ``allow_empty``) and that every
+    keyword array (pids, camids, ...) has one entry per map; return those arrays flat, as numpy."""
+    if not isinstance(features, torch.Tensor) or features.dim() != 4 or (not allow_empty and features.shape[0] == 0):
+        raise UserError(f"{where}: features must be a {'' if allow_empty else 'non-empty '}[N, C, h, w] tensor, "
+                        f"got {getattr(features, 'shape', type(features))}")
+    flat = [np.asarray(a.cpu() if isinstance(a, torch.Tensor) else a).reshape(-1) for a in arrays.values()]
+    for name, a in zip(arrays, flat):
+        if a.shape[0] != features.shape[0]:
+            raise UserError(f"{where}: {a.shape[0]} {name} for {features.shape[0]} feature maps")
+    return flat
+
+
 def _take(features: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
     """features[rows]: a view when rows are a contiguous range, else a copy that keeps a
     channels_last (pixel-major) layout if the input has one."""
@@ -318,13 +331,8 @@ def cascaded_part_labels(features: torch.Tensor, pids, num_parts: int, *, sharpe
     """
     K = _check_parts(num_parts)
     _check_common(ids_per_batch, iters, init, max_points)
-    if not isinstance(features, torch.Tensor) or features.dim() != 4:
-        raise UserError(f"cascaded_part_labels: features must be a [N, C, h, w] tensor, got "
-                        f"{getattr(features, 'shape', type(features))}")
-    pid_np = np.asarray(pids.cpu() if isinstance(pids, torch.Tensor) else pids).reshape(-1)
+    pid_np, = per_map_arrays(features, "cascaded_part_labels", pids=pids)
     N, _, h, w = features.shape
-    if pid_np.shape[0] != N:
-        raise UserError(f"cascaded_part_labels: {pid_np.shape[0]} pids for {N} feature maps")
     dev = torch.device(device) if device is not None else features.device
     out = torch.zeros(N, h, w, dtype=torch.uint8, device=features.device)
     uniq, groups, order = identity_groups(pid_np)

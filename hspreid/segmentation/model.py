@@ -55,6 +55,13 @@ def frames_to_tensor(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     return x.float()
 
 
+def resize_frames(frames: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Float frames [B, 3, H, W] -> [B, 3, *size] (bilinear, anti-aliased; unchanged when already that size)."""
+    if tuple(frames.shape[-2:]) == tuple(size):
+        return frames
+    return F.interpolate(frames, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+
+
 BACKGROUND_MOTIONS = ("static", "affine")
 
 
@@ -133,9 +140,7 @@ class CoPartSegmenter(nn.Module):
 
     # -- segmentation ----------------------------------------------------------------------------------------
     def to_seg_size(self, frames: torch.Tensor) -> torch.Tensor:
-        if tuple(frames.shape[-2:]) == self.seg_size:
-            return frames
-        return F.interpolate(frames, size=self.seg_size, mode="bilinear", align_corners=False, antialias=True)
+        return resize_frames(frames, self.seg_size)
 
     def segment_raw(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
         """U-Net outputs (masks, heatmaps, shift, affine, logits) of frames [B, 3, H, W] at ``seg_size``."""
@@ -216,6 +221,18 @@ class CoPartSegmenter(nn.Module):
         return rec
 
 
+def read_segmenter_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """The dict ``save_checkpoint`` wrote ({"config", "state_dict", ...}); one clear error if it is missing
+    or is not a segmenter checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: segmenter checkpoint not found (run the segmentation pre-training first)")
+    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    if not isinstance(ckpt, dict) or "config" not in ckpt or "state_dict" not in ckpt:
+        raise UserError(f"{path}: not a segmenter checkpoint (expected the keys 'config' and 'state_dict')")
+    return ckpt
+
+
 def load_segmenter(path: str | Path, map_location: str | torch.device = "cpu",
                    for_training: bool = False) -> tuple[CoPartSegmenter, dict]:
     """Rebuild a segmenter from a checkpoint written by ``pretrain_segmenter``; (model in eval mode, checkpoint).
@@ -223,10 +240,7 @@ def load_segmenter(path: str | Path, map_location: str | torch.device = "cpu",
     Unless ``for_training``, the reconstruction network is not rebuilt (lambda_rec set to 0): inference
     needs no VGG-19 weights file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: segmenter checkpoint not found (run the segmentation pre-training first)")
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    ckpt = read_segmenter_checkpoint(path, map_location)
     cfg = ckpt["config"] if for_training else {**ckpt["config"], "lambda_rec": 0.0}
     model = CoPartSegmenter(**cfg)
     model.load_state_dict(ckpt["state_dict"])
