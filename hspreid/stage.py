@@ -20,12 +20,17 @@ from hspreid.io import setup_logging
 log = logging.getLogger("hspreid")
 
 
-def stage_parser(description: str) -> argparse.ArgumentParser:
+def stage_parser(description: str, torch_threads: bool = False) -> argparse.ArgumentParser:
+    """The shared options; ``torch_threads`` adds ``--torch-threads`` for stages that compute with torch."""
     p = argparse.ArgumentParser(description=description,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--params", default="{}",
                    help="the stage's parameters as a JSON object (Snakemake passes the rule's params)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
+    if torch_threads:
+        p.add_argument("--torch-threads", type=int, default=2,
+                       help="torch's CPU threads; CPU results are bitwise reproducible for a fixed value "
+                            "(reductions split by thread count), so it is set explicitly, not from --cores")
     p.add_argument("--log-file", default=None, help="also append log lines to this file")
     return p
 
@@ -63,8 +68,14 @@ def run_stage(name: str, args: argparse.Namespace, body: Callable[[], dict | Non
     setup_logging(args.log_file)
     import torch  # noqa: PLC0415  (heavy; only here to log its version)
 
-    log.info("stage %s starting (python %s, torch %s, seed %s)", name, platform.python_version(),
-             torch.__version__, getattr(args, "seed", None))
+    threads = getattr(args, "torch_threads", None)
+    if threads is not None:
+        if threads < 1:
+            log.error("%s failed: --torch-threads must be a positive integer, got %s", name, threads)
+            return 1
+        torch.set_num_threads(threads)
+    log.info("stage %s starting (python %s, torch %s, seed %s, %d torch threads)", name,
+             platform.python_version(), torch.__version__, getattr(args, "seed", None), torch.get_num_threads())
     t0 = time.monotonic()
     try:
         body()

@@ -35,7 +35,7 @@ def parsing_summary(path: Path | None) -> dict | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = stage_parser(__doc__)
+    p = stage_parser(__doc__, torch_threads=True)
     p.add_argument("--model", required=True, type=Path, help="model.pt from the train stage")
     p.add_argument("--frames", required=True, type=Path, help="frames.zarr")
     p.add_argument("--index", required=True, type=Path, help="index.parquet")

@@ -67,7 +67,7 @@ def region_blocks(params: dict, args, store: FrameStore, index: pd.DataFrame, ro
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = stage_parser(__doc__)
+    p = stage_parser(__doc__, torch_threads=True)
     p.add_argument("--frames", required=True, type=Path, help="frames.zarr")
     p.add_argument("--index", required=True, type=Path, help="index.parquet")
     p.add_argument("--output", required=True, type=Path, help="parsing store (.zarr) to write")

@@ -36,7 +36,7 @@ from hspreid.stage import parse_params, run_stage, stage_parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = stage_parser(__doc__)
+    p = stage_parser(__doc__, torch_threads=True)
     p.add_argument("--frames", required=True, type=Path, help="frames.zarr")
     p.add_argument("--index", required=True, type=Path, help="index.parquet")
     p.add_argument("--model-out", required=True, type=Path, help="segmenter checkpoint (.pt) to write")

@@ -79,7 +79,7 @@ def feature_chunks(model, store: FrameStore, rows: np.ndarray, pids: np.ndarray,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = stage_parser(__doc__)
+    p = stage_parser(__doc__, torch_threads=True)
     p.add_argument("--model", required=True, type=Path, help="model.pt whose backbone gives the feature maps")
     p.add_argument("--frames", required=True, type=Path)
     p.add_argument("--index", required=True, type=Path)

@@ -30,7 +30,7 @@ RUN_KEYS = ("dataset", "method", "config_hash")
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = stage_parser(__doc__)
+    p = stage_parser(__doc__, torch_threads=True)
     p.add_argument("--features", required=True, type=Path, help="features.zarr")
     p.add_argument("--frames", required=True, type=Path, help="frames.zarr (for the ranked-list picture)")
     p.add_argument("--index", required=True, type=Path, help="index.parquet (for the ranked-list picture)")

@@ -61,7 +61,7 @@ def check_extra_inputs(model: torch.nn.Module, parsing: Path | None, keypoints: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = stage_parser(__doc__)
+    p = stage_parser(__doc__, torch_threads=True)
     p.add_argument("--frames", required=True, type=Path, help="frames.zarr from extract_frames")
     p.add_argument("--index", required=True, type=Path, help="index.parquet from extract_frames")
     p.add_argument("--output", required=True, type=Path, help="trained model (.pt)")

@@ -1,7 +1,8 @@
 """End to end: the real Snakefile on tiny synthetic data sets, in a temporary workdir.
 
 Proves the caching contract: a second run has nothing to do; a ranking option reruns only `rank`;
-training epochs rerun train, extract_features and rank but not the frames; same seed, same metrics.
+training epochs rerun train, extract_features and rank but not the frames; same seed, same metrics
+(and the same weights whatever --cores).
 And the pseudo-label rounds (ISP): labels r from model r-1, every round kept, quality in metrics.json.
 """
 from __future__ import annotations
@@ -146,11 +147,22 @@ def test_rerun_does_only_what_changed(workdir):
     set_overrides(workdir, "")
 
 
-def test_same_seed_same_metrics(workdir):
+def trained_weights(workdir: Path) -> dict:
+    import torch
+
+    ckpt = torch.load(workdir / OUTPUTS["train"], map_location="cpu", weights_only=False)
+    return ckpt["state_dict"]
+
+
+def test_same_seed_same_metrics_whatever_the_cores(workdir):
+    """Retraining with --cores 1 instead of 2 gives bitwise the same weights: torch's CPU threads come
+    from the config's torch_threads, not from the job's Snakemake threads (which follow --cores)."""
     snakemake(workdir, TARGET)  # back to the base configuration
-    first = metric_numbers(workdir)
-    snakemake(workdir, TARGET, "--forcerun", "train")
+    first, weights = metric_numbers(workdir), trained_weights(workdir)
+    snakemake(workdir, TARGET, "--forcerun", "train", "--cores", "1")
     assert metric_numbers(workdir) == first
+    again = trained_weights(workdir)
+    assert all(weights[k].equal(again[k]) for k in weights)
 
 
 TINY_MARKET = """\

@@ -63,6 +63,11 @@ def max_threads(wanted=8):
     return min(wanted, os.cpu_count() or 1)
 
 
+# torch's CPU threads in every torch stage: from the config, not from --cores, because torch's CPU
+# reductions split by thread count and so the metrics would change with --cores.
+TORCH_THREADS = config["torch_threads"]
+
+
 def run_config(dataset, method):
     """The merged method configuration of one (data set, method) run."""
     return resolve_method(METHODS[method], DATASETS[dataset], LINEAGE[method])

@@ -10,12 +10,13 @@ rule extract_features:
     output:
         features=directory("results/{dataset}/{method}/features.zarr"),
     params:
+        torch_threads=TORCH_THREADS,
         cfg=features_params,
         seed=config["seed"],
         device=config["device"],
     log:
         "results/{dataset}/{method}/logs/extract_features.log",
-    threads: max_threads(8)
+    threads: max_threads(TORCH_THREADS)
     resources:
         gpu=1,
         mem_mb=8000,
@@ -25,7 +26,7 @@ rule extract_features:
         "python -m stages.extract_features --model {input.model} --frames {input.frames} --index {input.index}"
         " --output {output.features} --parsing {input.parsing} --params {params.cfg:q} --seed {params.seed}"
         " --device {params.device}"
-        " --log-file {log}"
+        " --torch-threads {params.torch_threads} --log-file {log}"
 
 
 rule rank:
@@ -59,18 +60,20 @@ rule rank:
             labels={"data set": "{dataset}", "method": "{method}", "figure": "ranked lists"},
         ),
     params:
+        torch_threads=TORCH_THREADS,
         cfg=rank_params,
         device=config["device"],
     log:
         "results/{dataset}/{method}/logs/rank.log",
-    threads: 2
+    threads: max_threads(TORCH_THREADS)
     resources:
         mem_mb=4000,
     conda:
         "../../envs/hspreid.yaml"
     shell:
         "python -m stages.rank --features {input.features} --frames {input.frames} --index {input.index}"
-        " --output {output.metrics} --params {params.cfg:q} --device {params.device} --log-file {log}"
+        " --output {output.metrics} --params {params.cfg:q} --device {params.device}"
+        " --torch-threads {params.torch_threads} --log-file {log}"
 
 
 rule ablation_table:

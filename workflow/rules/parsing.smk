@@ -10,12 +10,13 @@ rule pseudo_labels:
     output:
         labels=directory("results/{dataset}/{method}/round{round}/pseudo_labels.zarr"),
     params:
+        torch_threads=TORCH_THREADS,
         cfg=pseudo_label_params,
         seed=config["seed"],
         device=config["device"],
     log:
         "results/{dataset}/{method}/logs/pseudo_labels_round{round}.log",
-    threads: max_threads(8)
+    threads: max_threads(TORCH_THREADS)
     resources:
         gpu=1,
         mem_mb=8000,
@@ -24,7 +25,7 @@ rule pseudo_labels:
     shell:
         "python -m stages.pseudo_labels --model {input.model} --frames {input.frames} --index {input.index}"
         " --output {output.labels} --round {wildcards.round} --params {params.cfg:q} --seed {params.seed}"
-        " --device {params.device} --log-file {log}"
+        " --device {params.device} --torch-threads {params.torch_threads} --log-file {log}"
 
 
 rule train_round:
@@ -36,13 +37,14 @@ rule train_round:
     output:
         model="results/{dataset}/{method}/round{round}/model.pt",
     params:
+        torch_threads=TORCH_THREADS,
         cfg=train_params,
         seed=config["seed"],
         device=config["device"],
         checkpoint=round_checkpoint,
     log:
         "results/{dataset}/{method}/logs/train_round{round}.log",
-    threads: max_threads(8)
+    threads: max_threads(TORCH_THREADS)
     resources:
         gpu=1,
         mem_mb=8000,
@@ -51,7 +53,8 @@ rule train_round:
     shell:
         "python -m stages.train --frames {input.frames} --index {input.index} --part-labels {input.labels}"
         " --init {input.init} --output {output.model} --checkpoint {params.checkpoint} --params {params.cfg:q}"
-        " --seed {params.seed} --device {params.device} --log-file {log}"
+        " --seed {params.seed} --device {params.device}"
+        " --torch-threads {params.torch_threads} --log-file {log}"
 
 
 rule last_round:

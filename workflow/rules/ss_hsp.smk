@@ -12,12 +12,13 @@ rule pretrain_segmentation:
         parsing=directory("results/{dataset}/{method}/parsing.zarr"),
         summary="results/{dataset}/{method}/segmentation.json",
     params:
+        torch_threads=TORCH_THREADS,
         cfg=segmentation_params,
         seed=config["seed"],
         device=config["device"],
     log:
         "results/{dataset}/{method}/logs/pretrain_segmentation.log",
-    threads: max_threads(8)
+    threads: max_threads(TORCH_THREADS)
     resources:
         gpu=1,
         mem_mb=8000,
@@ -26,4 +27,5 @@ rule pretrain_segmentation:
     shell:
         "python -m stages.pretrain_segmentation --frames {input.frames} --index {input.index}"
         " --params {params.cfg:q} --model-out {output.model} --parsing-out {output.parsing}"
-        " --summary {output.summary} --device {params.device} --seed {params.seed} --log-file {log}"
+        " --summary {output.summary} --device {params.device} --seed {params.seed}"
+        " --torch-threads {params.torch_threads} --log-file {log}"

@@ -14,13 +14,14 @@ rule train:
     output:
         model="results/{dataset}/{method}/model.pt",
     params:
+        torch_threads=TORCH_THREADS,
         cfg=train_params,
         seed=config["seed"],
         device=config["device"],
         checkpoint=checkpoint_path,
     log:
         "results/{dataset}/{method}/logs/train.log",
-    threads: max_threads(8)
+    threads: max_threads(TORCH_THREADS)
     resources:
         gpu=1,
         mem_mb=8000,
@@ -30,4 +31,4 @@ rule train:
         "python -m stages.train --frames {input.frames} --index {input.index} --output {output.model}"
         " --parsing {input.parsing} --keypoints-root {input.keypoints_root}"
         " --checkpoint {params.checkpoint} --params {params.cfg:q} --seed {params.seed}"
-        " --device {params.device} --log-file {log}"
+        " --device {params.device} --torch-threads {params.torch_threads} --log-file {log}"
