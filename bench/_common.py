@@ -154,6 +154,24 @@ def emit(result: dict) -> None:
     print(json.dumps(result))
 
 
+# ----------------------------------------------------------------------------- devices
+def add_device_option(ap) -> None:
+    """``--device cpu|cuda|all`` (default all: the CPU, and CUDA when available)."""
+    ap.add_argument("--device", default="all", choices=["cpu", "cuda", "all"],
+                    help="all: the CPU, and CUDA when available")
+
+
+def chosen_devices(choice: str) -> list[str]:
+    """The devices ``--device choice`` names that this machine has; ``cuda`` without CUDA stops the run."""
+    import torch
+
+    if choice != "all":
+        if choice == "cuda" and not torch.cuda.is_available():
+            raise SystemExit("--device cuda: CUDA is not available")
+        return [choice]
+    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
 # ----------------------------------------------------------------------------- report
 def runtime_line(device: str, threads: int) -> str:
     """``"torch V, numpy V; ours on DEVICE with N torch thread(s)"`` (``threads`` 0: torch's default)."""

@@ -23,7 +23,7 @@ import argparse
 import time
 
 import numpy as np
-from _common import emit, run_worker, runtime_line
+from _common import add_device_option, chosen_devices, emit, run_worker, runtime_line
 
 CONFIGS = {
     # the synth_mars override (CPU-sized; see the stage's defaults in hspreid/segmentation/pretrain.py)
@@ -105,8 +105,7 @@ def worker(args) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="cpu", choices=["cpu", "paper"])
-    ap.add_argument("--device", default="all", choices=["cpu", "cuda", "all"],
-                    help="all: the CPU, and CUDA when available")
+    add_device_option(ap)
     ap.add_argument("--batch", type=int, default=16, help="frame pairs per training step")
     ap.add_argument("--steps", type=int, default=10, help="timed training steps (0: inference only)")
     ap.add_argument("--frames", type=int, default=512, help="frames segmented (inference)")
@@ -119,13 +118,7 @@ def main() -> None:
     if args.worker:
         emit(worker(args))
         return
-    import torch
-
-    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
-    if "cuda" in devices and not torch.cuda.is_available():
-        if args.device == "cuda":
-            raise SystemExit("--device cuda: CUDA is not available")
-        devices.remove("cuda")
+    devices = chosen_devices(args.device)
     print(f"SS-HSP segmenter ({args.config} config), frames {args.height} x {args.width}, {args.batch} pairs per "
           f"step, {args.steps} timed steps, {args.frames} frames segmented ({args.infer_batch} per batch)")
     print(runtime_line(", ".join(devices), args.threads))
