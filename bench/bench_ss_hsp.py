@@ -25,6 +25,7 @@ import time
 from _common import REPO, add_device_option, chosen_devices, emit, run_worker, runtime_line
 
 METHODS = ("baseline", "ss_hsp")
+FRAME_SIZES = {"cpu": (64, 32), "paper": (256, 128)}
 
 
 def method_config(name: str, config: str) -> dict:
@@ -37,9 +38,6 @@ def method_config(name: str, config: str) -> dict:
     cfg = methods[name]
     if config == "cpu":
         cfg = resolve_method(cfg, load_yaml(REPO / "config/datasets/synth_mars.yaml"), lineage[name])
-        cfg["frame_size"] = [64, 32]
-    else:
-        cfg["frame_size"] = [256, 128]
     if cfg["model"]["name"] == "ss_hsp":
         cfg["model"]["segmenter"] = segmenter_architecture(cfg.get("segmentation"))
     return cfg
@@ -60,7 +58,7 @@ def worker(args) -> dict:
     criterion = Criterion(cfg["losses"])
     train = cfg["train"]
     p, k, t = train["num_ids"], train["num_instances"], train["num_frames"]
-    h, w = cfg["frame_size"]
+    h, w = FRAME_SIZES[args.config]
     gen = torch.Generator().manual_seed(0)
 
     def clips(n: int) -> torch.Tensor:

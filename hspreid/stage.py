@@ -63,21 +63,27 @@ def typed_config(cls: type, values: dict[str, Any], where: str) -> Any:
     return cls(**values)
 
 
+def use_torch_threads(threads: int | None) -> None:
+    """``torch.set_num_threads(threads)`` (``None``: leave torch's default); a value below 1 is a user error."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise UserError(f"--torch-threads must be a positive integer, got {threads}")
+    import torch  # noqa: PLC0415  (heavy)
+
+    torch.set_num_threads(threads)
+
+
 def run_stage(name: str, args: argparse.Namespace, body: Callable[[], dict | None]) -> int:
-    """Set up logging, run ``body`` and turn user errors into one line and exit status 1."""
+    """Set up logging and torch's threads, run ``body`` and turn user errors into one line and exit status 1."""
     setup_logging(args.log_file)
     import torch  # noqa: PLC0415  (heavy; only here to log its version)
 
-    threads = getattr(args, "torch_threads", None)
-    if threads is not None:
-        if threads < 1:
-            log.error("%s failed: --torch-threads must be a positive integer, got %s", name, threads)
-            return 1
-        torch.set_num_threads(threads)
-    log.info("stage %s starting (python %s, torch %s, seed %s, %d torch threads)", name,
-             platform.python_version(), torch.__version__, getattr(args, "seed", None), torch.get_num_threads())
     t0 = time.monotonic()
     try:
+        use_torch_threads(getattr(args, "torch_threads", None))
+        log.info("stage %s starting (python %s, torch %s, seed %s, %d torch threads)", name,
+                 platform.python_version(), torch.__version__, getattr(args, "seed", None), torch.get_num_threads())
         body()
     except (UserError, FileNotFoundError) as e:
         log.error("%s failed: %s", name, e)
