@@ -15,8 +15,10 @@ Deviations (the paper is silent): the motion branch has BN + ReLU after its 1x1 
 average pooling and FC alone would be a linear function of the mean flow) and reads the displacement
 G_hat(z) - z; the last frame of a clip reuses the flow into it from the previous frame; a clip whose
 length differs from the trained T (test clips) is resampled to T evenly spaced frames for the TRB,
-whose concatenation r~_t has a fixed length T x d; the retrieval feature is the BatchNorm of that
-concatenation (BNNeck convention).
+whose concatenation r~_t has a fixed length T x d; optionally (``relation_residual``, a deviation for
+training from scratch) the refined feature is f^_t = f_t + gamma h_2([f_t, r~_t]) with a learned scalar
+gamma that starts at 0, so the block starts as eq. 5's attention pooling of the frame features; the
+retrieval feature is the BatchNorm of that concatenation (BNNeck convention).
 """
 from __future__ import annotations
 
@@ -75,13 +77,16 @@ class TemporalRelationBlock(nn.Module):
 
     eq. 4: r_{t,m} = h_1([phi(f_t), varphi(f_t - f_m)]), r~_t = Concat_m r_{t,m}, f^_t = h_2([f_t, r~_t]);
     eq. 5: a_t = Sigmoid(BN(W_a [f_t, r~_t])), f~ = sum_t a_t f^_t / sum_t a_t.
+    ``residual`` (deviation): f^_t = f_t + gamma h_2([f_t, r~_t]), gamma a learned scalar initialised to 0.
     """
 
-    def __init__(self, dim: int, num_frames: int, relation_dim: int = 64):
+    def __init__(self, dim: int, num_frames: int, relation_dim: int = 64, residual: bool = False):
         super().__init__()
         if num_frames < 1:
             raise UserError(f"model.num_frames: expected T >= 1 frames, got {num_frames}")
         self.num_frames = num_frames
+        self.residual = bool(residual)
+        self.gate = nn.Parameter(torch.zeros(())) if self.residual else None
         self.phi = fc_bn_relu(dim, relation_dim)
         self.varphi = fc_bn_relu(dim, relation_dim)
         self.h1 = fc_bn_relu(2 * relation_dim, relation_dim)
@@ -113,6 +118,8 @@ class TemporalRelationBlock(nn.Module):
         f = self.to_num_frames(f)
         rel = self.relations(f)
         refined = _apply_flat(self.h2, torch.cat([f, rel], dim=-1))          # f^_t   [N, T, D]
+        if self.residual:                                                     # deviation: f^_t = f_t + h_2(...)
+            refined = f + self.gate * refined
         a = self.attention(f, rel)
         return (a[..., None] * refined).sum(dim=1) / a.sum(dim=1, keepdim=True).clamp_min(1e-6)
 
@@ -165,7 +172,8 @@ class SSHSP(nn.Module):
     def __init__(self, num_classes: int, backbone: str = "resnet50", last_stride: int = 1,
                  pretrained: str | None = None, layer3_stride: int = 2, feat_dim: int = 256, num_frames: int = 8,
                  parts: bool = True, motion: bool = True, temporal: str = "trb", relation_dim: int = 64,
-                 motion_channels: int = 64, segmenter: dict[str, Any] | None = None):
+                 motion_channels: int = 64, relation_residual: bool = False,
+                 segmenter: dict[str, Any] | None = None):
         super().__init__()
         if temporal not in TEMPORAL:
             raise UserError(f"model.temporal: expected one of {list(TEMPORAL)}, got {temporal!r}")
@@ -193,7 +201,8 @@ class SSHSP(nn.Module):
                                              nn.ReLU(inplace=True))
             self.fc_motion = nn.Linear(motion_channels, feat_dim)
             groups.append("motion")
-        make = (lambda: TemporalRelationBlock(feat_dim, num_frames, relation_dim)) if temporal == "trb" \
+        make = (lambda: TemporalRelationBlock(feat_dim, num_frames, relation_dim, relation_residual)) \
+            if temporal == "trb" \
             else TemporalAverage
         self.temporal = nn.ModuleDict({g: make() for g in groups})
         self.global_neck = BNNeck(feat_dim, num_classes)

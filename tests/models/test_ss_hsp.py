@@ -60,6 +60,23 @@ def test_trb_equal_frames_give_that_frame():
     torch.testing.assert_close(trb(f), refined)
 
 
+def test_trb_gated_residual_starts_as_attention_pooling():
+    """Deviation (model.relation_residual): f^_t = f_t + gamma h_2([f_t, r~_t]) with gamma = 0 at start, so
+    the block begins as eq. 5's attention-weighted mean of the frame features and learns how much of eq. 4
+    to add; gamma = 1 adds all of it."""
+    torch.manual_seed(3)
+    trb = TemporalRelationBlock(dim=4, num_frames=3, relation_dim=2, residual=True).eval()
+    f = torch.randn(2, 3, 4)
+    rel = trb.relations(f)
+    a = trb.attention(f, rel)
+    torch.testing.assert_close(trb(f), (a[..., None] * f).sum(1) / a.sum(1, keepdim=True))
+    with torch.no_grad():
+        trb.gate.fill_(1.0)
+    refined = f + trb.h2(torch.cat([f, rel], dim=-1).flatten(0, 1)).view(2, 3, 4)
+    torch.testing.assert_close(trb(f), (a[..., None] * refined).sum(1) / a.sum(1, keepdim=True))
+    assert TemporalRelationBlock(dim=4, num_frames=3, relation_dim=2).gate is None    # eq. 4 as written
+
+
 def test_trb_resamples_other_clip_lengths():
     trb = TemporalRelationBlock(dim=4, num_frames=4, relation_dim=2).eval()
     f = torch.randn(2, 7, 4)
