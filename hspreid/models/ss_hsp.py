@@ -77,7 +77,7 @@ class TemporalRelationBlock(nn.Module):
 
     eq. 4: r_{t,m} = h_1([phi(f_t), varphi(f_t - f_m)]), r~_t = Concat_m r_{t,m}, f^_t = h_2([f_t, r~_t]);
     eq. 5: a_t = Sigmoid(BN(W_a [f_t, r~_t])), f~ = sum_t a_t f^_t / sum_t a_t.
-    ``residual`` (deviation): f^_t = f_t + gamma h_2([f_t, r~_t]), gamma a learned scalar initialised to 0.
+    ``residual`` (deviation): f^_t = f_t + gamma h_2([f_t, r~_t]), gamma (``gate``) a learned scalar that starts at 0.
     """
 
     def __init__(self, dim: int, num_frames: int, relation_dim: int = 64, residual: bool = False):
@@ -118,7 +118,7 @@ class TemporalRelationBlock(nn.Module):
         f = self.to_num_frames(f)
         rel = self.relations(f)
         refined = _apply_flat(self.h2, torch.cat([f, rel], dim=-1))          # f^_t   [N, T, D]
-        if self.residual:                                                     # deviation: f^_t = f_t + h_2(...)
+        if self.residual:                                     # deviation: f^_t = f_t + gamma h_2([f_t, r~_t])
             refined = f + self.gate * refined
         a = self.attention(f, rel)
         return (a[..., None] * refined).sum(dim=1) / a.sum(dim=1, keepdim=True).clamp_min(1e-6)
@@ -202,8 +202,7 @@ class SSHSP(nn.Module):
             self.fc_motion = nn.Linear(motion_channels, feat_dim)
             groups.append("motion")
         make = (lambda: TemporalRelationBlock(feat_dim, num_frames, relation_dim, relation_residual)) \
-            if temporal == "trb" \
-            else TemporalAverage
+            if temporal == "trb" else TemporalAverage
         self.temporal = nn.ModuleDict({g: make() for g in groups})
         self.global_neck = BNNeck(feat_dim, num_classes)
         total = feat_dim * (1 + (k1 if self.use_parts else 0) + (1 if self.use_motion else 0))
