@@ -85,8 +85,7 @@ class TemporalRelationBlock(nn.Module):
         if num_frames < 1:
             raise UserError(f"model.num_frames: expected T >= 1 frames, got {num_frames}")
         self.num_frames = num_frames
-        self.residual = bool(residual)
-        self.gate = nn.Parameter(torch.zeros(())) if self.residual else None
+        self.gate = nn.Parameter(torch.zeros(())) if residual else None
         self.phi = fc_bn_relu(dim, relation_dim)
         self.varphi = fc_bn_relu(dim, relation_dim)
         self.h1 = fc_bn_relu(2 * relation_dim, relation_dim)
@@ -118,7 +117,7 @@ class TemporalRelationBlock(nn.Module):
         f = self.to_num_frames(f)
         rel = self.relations(f)
         refined = _apply_flat(self.h2, torch.cat([f, rel], dim=-1))          # f^_t   [N, T, D]
-        if self.residual:                                     # deviation: f^_t = f_t + gamma h_2([f_t, r~_t])
+        if self.gate is not None:                             # deviation: f^_t = f_t + gamma h_2([f_t, r~_t])
             refined = f + self.gate * refined
         a = self.attention(f, rel)
         return (a[..., None] * refined).sum(dim=1) / a.sum(dim=1, keepdim=True).clamp_min(1e-6)
