@@ -306,3 +306,23 @@ def concentration_loss(masks: torch.Tensor, isotropic: bool = False, mass_weight
         mass = masks[:, 1:].sum(dim=(2, 3)).detach()
         per_part = per_part * mass / mass.mean(dim=1, keepdim=True).clamp_min(1e-8)
     return per_part.sum(dim=1).mean()
+
+
+def check_min_part_area(min_area: float) -> None:
+    """One clear error unless ``min_area`` is a share of the frame in (0, 1)."""
+    if not 0 < min_area < 1:
+        raise UserError(f"segmenter min_part_area: expected a share of the frame in (0, 1), got {min_area}")
+
+
+def part_area_loss(masks: torch.Tensor, min_area: float) -> torch.Tensor:
+    """Not in SS-HSP (a documented deviation, off by default): a hinge on each part's share of the frame,
+    mean_k max(0, 1 - a^k / min_area) with a^k = the batch mean of M^k over pixels (parts = channels 1..K).
+
+    Zero while every part covers at least ``min_area`` of the frames on average; it stops a part from
+    vanishing into the background (eq. 8's 1 / z^k gradient drives a shrinking part to nothing) without
+    asking for equal parts or saying where they lie.
+    """
+    check_min_part_area(min_area)
+    area = masks[:, 1:].mean(dim=(0, 2, 3))                                  # [K]
+    return (1 - area / min_area).clamp_min(0).mean()
+

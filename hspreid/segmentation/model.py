@@ -20,6 +20,9 @@ vanish into the background on the synthetic tracklets (mean part IoU 0.00 agains
   larger than the per-frame jitter.
 * eq. 8's grid: on [-1, 1] x [-1, 1] a step along the width of a 2:1 map weighs four times a step along
   its height (favouring tall, thin parts); ``geo_isotropic`` uses the paper's pixel grid (h, w).
+* vanishing parts: ``lambda_area`` > 0 adds a hinge on each part's batch-mean share of the frame (below
+  ``min_part_area``; :func:`~hspreid.segmentation.losses.part_area_loss`). Not in the paper and off by
+  default; with a strong eq. 8 it keeps compact parts instead of none (README, SS-HSP stage 1).
 
 The stage's defaults (``hspreid.segmentation.pretrain.STAGE_MODEL_DEFAULTS``) carry these; this class's
 defaults stay the paper's.
@@ -35,8 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from hspreid.errors import UserError
-from hspreid.segmentation.losses import (build_reconstruction_loss, concentration_loss, equivariance_loss,
-                                         random_color, random_tps)
+from hspreid.segmentation.losses import (build_reconstruction_loss, check_min_part_area, concentration_loss,
+                                         equivariance_loss, part_area_loss, random_color, random_tps)
 from hspreid.segmentation.motion import (affine_flow, background_visibility, combine_flows, coordinate_grid,
                                          part_flows, warp)
 from hspreid.segmentation.predictor import FramePredictor
@@ -113,7 +116,7 @@ class CoPartSegmenter(nn.Module):
                  sigma_affine: float = 0.05, sigma_tps: float = 0.005, points_tps: int = 5,
                  color_jitter: float = 0.1, detach_visibility_target: bool = True,
                  background_motion: str = "static", background_channels: int = 16, geo_isotropic: bool = False,
-                 geo_mass_weighted: bool = False):
+                 geo_mass_weighted: bool = False, lambda_area: float = 0.0, min_part_area: float = 0.02):
         params = dict(locals())                                         # the constructor arguments, for checkpoints
         params.pop("self")
         params.pop("__class__", None)
@@ -123,8 +126,10 @@ class CoPartSegmenter(nn.Module):
         seg_size = tuple(int(s) for s in seg_size)
         if len(seg_size) != 2 or any(s <= 0 or s % 16 for s in seg_size):
             raise UserError(f"segmenter seg_size: expected [height, width] divisible by 16, got {list(seg_size)}")
-        if min(lambda_rec, lambda_equ, lambda_geo) < 0:
-            raise UserError("segmenter loss weights lambda_rec, lambda_equ, lambda_geo must be >= 0")
+        if min(lambda_rec, lambda_equ, lambda_geo, lambda_area) < 0:
+            raise UserError("segmenter loss weights lambda_rec, lambda_equ, lambda_geo, lambda_area must be >= 0")
+        if lambda_area > 0:
+            check_min_part_area(min_part_area)
         self.config: dict[str, Any] = {**params, "seg_size": list(seg_size), "rec_scales": list(rec_scales)}
         self.num_parts, self.seg_size = num_parts, seg_size
         if head_kernel < 1 or head_kernel % 2 == 0:
@@ -190,7 +195,8 @@ class CoPartSegmenter(nn.Module):
              generator: torch.Generator | None = None,
              scale: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
         """lambda_1 L_rec (eq. 6) + lambda_2 L_equ (eq. 7) + lambda_3 L_geo (eq. 8) -> {"total", "rec", "equ",
-        "equ_kl", "equ_affine", "equ_shift", "geo"} (unweighted terms; a term with weight 0 is not computed).
+        "equ_kl", "equ_affine", "equ_shift", "geo"}, and "area" when ``lambda_area`` > 0 (unweighted terms; a term
+        with weight 0 is not computed).
         ``scale`` multiplies the configured weights for this call, e.g. {"lambda_geo": 0.5} during a warm-up."""
         cfg = {**self.config, **{k: self.config[k] * float(v) for k, v in (scale or {}).items()}}
         zero = out["prediction"].new_zeros(())
@@ -211,6 +217,9 @@ class CoPartSegmenter(nn.Module):
             terms["geo"] = concentration_loss(out["masks_source"], isotropic=bool(cfg.get("geo_isotropic", False)),
                                               mass_weighted=bool(cfg.get("geo_mass_weighted", False)))
             total = total + cfg["lambda_geo"] * terms["geo"]
+        if self.config.get("lambda_area", 0) > 0:
+            terms["area"] = part_area_loss(out["masks_source"], cfg["min_part_area"])
+            total = total + cfg["lambda_area"] * terms["area"]
         return {"total": total, **terms}
 
     def _reconstruction_module(self, device: torch.device) -> nn.Module:

@@ -4,7 +4,7 @@ import torch
 
 from hspreid.errors import UserError
 from hspreid.segmentation.losses import (build_reconstruction_loss, concentration_loss, equivariance_loss,
-                                         mask_kl, random_color, random_tps)
+                                         mask_kl, part_area_loss, random_color, random_tps)
 from hspreid.segmentation.unet import SegmentationUNet
 
 
@@ -31,6 +31,22 @@ def test_eq8_uses_an_h_by_w_grid_for_non_square_maps():
     masks = torch.zeros(1, 2, 16, 4)
     masks[0, 1, :, 0] = 1.0                                      # a vertical line: all spread along y
     assert float(concentration_loss(masks)) == pytest.approx(float((torch.linspace(-1, 1, 16) ** 2).mean()), rel=1e-5)
+
+
+def test_part_area_hinge_is_zero_above_the_minimum_and_grows_as_a_part_vanishes():
+    masks = torch.zeros(2, 3, 10, 10)
+    masks[:, 0] = 1.0
+    masks[:, 0, :2] = 0.0
+    masks[:, 1, 0] = 1.0                                         # part 1: 10 % of the frame
+    masks[:, 2, 1] = 1.0                                         # part 2: 10 %
+    assert float(part_area_loss(masks, 0.05)) == 0.0
+    masks[1, 2, 1] = 0.0                                         # part 2 gone from sample 1: 5 % over the batch
+    masks[1, 0, 1] = 1.0
+    assert float(part_area_loss(masks, 0.1)) == pytest.approx((1 - 0.05 / 0.1) / 2)
+    masks[:, 2] = 0.0
+    assert float(part_area_loss(masks, 0.1)) == pytest.approx(0.5)   # a vanished part costs 1, averaged over K = 2
+    with pytest.raises(UserError, match="min_part_area"):
+        part_area_loss(masks, 0.0)
 
 
 def test_tps_with_zero_parameters_is_the_identity():

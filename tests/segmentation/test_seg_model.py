@@ -176,3 +176,15 @@ def test_loss_scale_and_geo_warmup():
         pretrain_segmenter(model, [(src, drv)], steps=2, geo_warmup=1.5)
     hist = pretrain_segmenter(model, [(src, drv)], steps=2, geo_warmup=0.5, log_every=1)["history"]
     assert [h["step"] for h in hist] == [1, 2] and all(h["geo"] > 0 for h in hist)
+
+
+def test_part_area_prior_is_added_only_when_weighted():
+    src, drv = torch.rand(2, 3, 32, 16), torch.rand(2, 3, 32, 16)
+    plain = CoPartSegmenter(num_parts=2, **TINY)
+    assert "area" not in plain.loss(plain(src, drv), src, drv, torch.Generator().manual_seed(0))
+    model = CoPartSegmenter(num_parts=2, **TINY, lambda_area=2.0, min_part_area=0.9)   # more than the parts hold
+    terms = model.loss(model(src, drv), src, drv, torch.Generator().manual_seed(0))
+    assert float(terms["area"]) > 0
+    assert torch.isclose(terms["total"], terms["rec"] + terms["equ"] + terms["geo"] + 2.0 * terms["area"])
+    with pytest.raises(UserError, match="min_part_area"):
+        CoPartSegmenter(num_parts=2, **TINY, lambda_area=1.0, min_part_area=1.5)
