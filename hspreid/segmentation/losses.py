@@ -325,4 +325,3 @@ def part_area_loss(masks: torch.Tensor, min_area: float) -> torch.Tensor:
     check_min_part_area(min_area)
     area = masks[:, 1:].mean(dim=(0, 2, 3))                                  # [K]
     return (1 - area / min_area).clamp_min(0).mean()
-

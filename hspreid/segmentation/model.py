@@ -21,8 +21,8 @@ vanish into the background on the synthetic tracklets (mean part IoU 0.00 agains
 * eq. 8's grid: on [-1, 1] x [-1, 1] a step along the width of a 2:1 map weighs four times a step along
   its height (favouring tall, thin parts); ``geo_isotropic`` uses the paper's pixel grid (h, w).
 * vanishing parts: ``lambda_area`` > 0 adds a hinge on each part's batch-mean share of the frame (below
-  ``min_part_area``; :func:`~hspreid.segmentation.losses.part_area_loss`). Not in the paper and off by
-  default; with a strong eq. 8 it keeps compact parts instead of none (README, SS-HSP stage 1).
+  ``min_part_area``; :func:`~hspreid.segmentation.losses.part_area_loss`). Not in the paper and off, in
+  the stage too; with a strong eq. 8 it keeps compact parts instead of none (README, SS-HSP stage 1).
 
 The stage's defaults (``hspreid.segmentation.pretrain.STAGE_MODEL_DEFAULTS``) carry these; this class's
 defaults stay the paper's.
