@@ -217,7 +217,7 @@ class CoPartSegmenter(nn.Module):
             terms["geo"] = concentration_loss(out["masks_source"], isotropic=bool(cfg.get("geo_isotropic", False)),
                                               mass_weighted=bool(cfg.get("geo_mass_weighted", False)))
             total = total + cfg["lambda_geo"] * terms["geo"]
-        if self.config.get("lambda_area", 0) > 0:
+        if self.config["lambda_area"] > 0:
             terms["area"] = part_area_loss(out["masks_source"], cfg["min_part_area"])
             total = total + cfg["lambda_area"] * terms["area"]
         return {"total": total, **terms}
