@@ -167,9 +167,14 @@ class CoPartSegmenter(nn.Module):
         return {"masks": m, "labels": m.argmax(dim=1).to(torch.uint8)}
 
     # -- training --------------------------------------------------------------------------------------------
-    def forward(self, source: torch.Tensor, driving: torch.Tensor) -> dict[str, Any]:
+    def forward(self, source: torch.Tensor, driving: torch.Tensor,
+                masks: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, Any]:
         """I_t, I_{t+1} -> prediction I'_{t+1}, both frames' segmentations, part flows (eq. 1), G_hat (eq. 2),
-        O (eq. 3)."""
+        O (eq. 3).
+
+        ``masks`` = (M_t, M_{t+1}), float [B, K+1, h', w'], replaces the U-Net's segmentation maps (the shifts
+        and affines still come from the U-Net): how well the pretext task does with a given partition, e.g.
+        the ground-truth parts (bench/study_ss_hsp_pretext.py)."""
         if source.shape != driving.shape or source.shape[-2] % 4 or source.shape[-1] % 4:
             raise UserError(f"segmenter: source and driving frames must have one shape with H, W divisible by 4, "
                             f"got {tuple(source.shape)} and {tuple(driving.shape)}")
@@ -177,6 +182,12 @@ class CoPartSegmenter(nn.Module):
         both = self.segment_raw(torch.cat([source, driving]))
         seg_s = {k: v[:b] for k, v in both.items()}
         seg_d = {k: v[b:] for k, v in both.items()}
+        if masks is not None:
+            want = (b, self.num_parts + 1, *self.seg_size)
+            if any(tuple(m.shape) != want for m in masks):
+                raise UserError(f"segmenter: fixed masks must be two tensors of shape {list(want)}, "
+                                f"got {[list(m.shape) for m in masks]}")
+            seg_s["masks"], seg_d["masks"] = masks
         grid = coordinate_grid(*self.seg_size, device=source.device, dtype=seg_s["shift"].dtype)
         flows = part_flows(seg_s["shift"], seg_s["affine"], seg_d["shift"], seg_d["affine"], grid)
         theta = None

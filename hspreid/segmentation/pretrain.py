@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -51,30 +51,42 @@ class FramePairSampler:
     """Endless random batches ``(I_t, I_{t+1})`` of float [B, 3, H, W] in [0, 1] from a frame store.
 
     Pairs are drawn uniformly with replacement; the draw order depends only on ``seed`` (each
-    ``iter()`` starts over).
+    ``iter()`` starts over). ``masks``: a function of the two frames' ground-truth part maps (uint8
+    [B, H, W] each, from the store's "masks") returning fixed segmentation maps (M_t, M_{t+1}), which
+    each batch then carries as its third element (see ``CoPartSegmenter.forward``).
     """
 
-    def __init__(self, store: FrameStore | str | Path, pairs: np.ndarray, batch_size: int = 16, seed: int = 0):
+    def __init__(self, store: FrameStore | str | Path, pairs: np.ndarray, batch_size: int = 16, seed: int = 0,
+                 masks: Callable[[np.ndarray, np.ndarray], tuple[torch.Tensor, torch.Tensor]] | None = None):
         self.store = store if isinstance(store, FrameStore) else FrameStore(store)
         self.pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
         if len(self.pairs) == 0:
             raise UserError(f"{self.store.path}: no tracklet has two consecutive frames to pre-train the segmenter")
         if batch_size < 1:
             raise UserError(f"segmentation batch_size must be >= 1, got {batch_size}")
-        self.batch_size, self.seed = batch_size, seed
+        if masks is not None and self.store.masks is None:
+            raise UserError(f"{self.store.path}: fixed segmentation maps need ground-truth part masks, "
+                            f"and this frame store has none")
+        self.batch_size, self.seed, self.masks = batch_size, seed, masks
 
     @classmethod
     def from_index(cls, store: FrameStore | str | Path, index: pd.DataFrame, subset: str | None = "train",
-                   gap: int = 1, batch_size: int = 16, seed: int = 0) -> "FramePairSampler":
-        return cls(store, consecutive_pairs(index, subset, gap), batch_size, seed)
+                   gap: int = 1, batch_size: int = 16, seed: int = 0,
+                   masks: Callable[[np.ndarray, np.ndarray], tuple[torch.Tensor, torch.Tensor]] | None = None,
+                   ) -> "FramePairSampler":
+        return cls(store, consecutive_pairs(index, subset, gap), batch_size, seed, masks)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple]:
         rng = np.random.default_rng(self.seed)
         while True:
             rows = self.pairs[rng.integers(0, len(self.pairs), self.batch_size)]
             frames = frames_to_tensor(self.store.read(rows.reshape(-1)))
             frames = frames.view(self.batch_size, 2, *frames.shape[1:])
-            yield frames[:, 0], frames[:, 1]
+            if self.masks is None:
+                yield frames[:, 0], frames[:, 1]
+            else:
+                truth = self.store.read(rows.reshape(-1), "masks").reshape(self.batch_size, 2, *frames.shape[-2:])
+                yield frames[:, 0], frames[:, 1], self.masks(truth[:, 0], truth[:, 1])
 
 
 def _batches(pairs: Iterable[Sequence[torch.Tensor]]) -> Iterator[Sequence[torch.Tensor]]:
@@ -150,15 +162,18 @@ def split_params(params: dict[str, Any], where: str = "segmentation") -> tuple[d
 
 def pretrain_from_store(store: FrameStore | str | Path, index: pd.DataFrame, model_params: dict[str, Any],
                         train: dict[str, Any], *, device: str | torch.device = "cpu", seed: int = 0,
-                        checkpoint: str | Path | None = None) -> tuple[CoPartSegmenter, dict[str, Any]]:
+                        checkpoint: str | Path | None = None,
+                        masks: Callable[[np.ndarray, np.ndarray], tuple[torch.Tensor, torch.Tensor]] | None = None,
+                        ) -> tuple[CoPartSegmenter, dict[str, Any]]:
     """Build a ``CoPartSegmenter(**model_params)`` and pre-train it on the (t, t + gap) pairs of the training
-    tracklets of ``store`` with the options ``train`` (see ``TRAIN_DEFAULTS``). Returns (model, result of
-    ``pretrain_segmenter`` plus "pairs", "pairs_per_s", "epochs")."""
+    tracklets of ``store`` with the options ``train`` (see ``TRAIN_DEFAULTS``); ``masks``: fixed segmentation
+    maps (see ``FramePairSampler``). Returns (model, result of ``pretrain_segmenter`` plus "pairs",
+    "pairs_per_s", "epochs")."""
     train = {**TRAIN_DEFAULTS, **train}
     torch.manual_seed(seed)
     model = CoPartSegmenter(**model_params)
     sampler = FramePairSampler.from_index(store, index, subset="train", gap=train["gap"],
-                                          batch_size=train["batch_size"], seed=seed)
+                                          batch_size=train["batch_size"], seed=seed, masks=masks)
     per_epoch = math.ceil(len(sampler.pairs) / train["batch_size"])
     if train["steps"] is not None:
         steps, epochs = int(train["steps"]), None
@@ -182,7 +197,8 @@ def pretrain_segmenter(model: CoPartSegmenter, pairs: Iterable[Sequence[torch.Te
                        device: str | torch.device = "cpu", seed: int = 0, log_every: int = 50,
                        checkpoint: str | Path | None = None, checkpoint_every: int | None = None,
                        geo_warmup: float = 0.0) -> dict[str, Any]:
-    """Train ``model`` on batches ``(I_t, I_{t+1})`` from ``pairs`` for ``steps`` optimiser steps (or ``epochs``
+    """Train ``model`` on batches ``(I_t, I_{t+1})`` (or ``(I_t, I_{t+1}, (M_t, M_{t+1}))`` with fixed
+    segmentation maps, see ``FramePairSampler``) from ``pairs`` for ``steps`` optimiser steps (or ``epochs``
     passes over a finite loader with ``len``). Adam with the paper's lr 3e-4 and weight decay 5e-4; the lr is
     multiplied by ``lr_gamma`` every ``lr_step`` steps (the paper: x0.1 every 40 epochs).
 
@@ -211,8 +227,10 @@ def pretrain_segmenter(model: CoPartSegmenter, pairs: Iterable[Sequence[torch.Te
     t0 = time.monotonic()
     batches = _batches(pairs)
     for step in range(1, steps + 1):
-        source, driving = (x.to(device, non_blocking=True) for x in next(batches)[:2])
-        out = model(source, driving)
+        batch = next(batches)
+        source, driving = (x.to(device, non_blocking=True) for x in batch[:2])
+        fixed = tuple(m.to(device) for m in batch[2]) if len(batch) > 2 else None
+        out = model(source, driving, fixed)
         scale = {"lambda_geo": min(1.0, (step - 1) / warm_steps)} if warm_steps > 0 else None
         terms = model.loss(out, source, driving, generator, scale)
         if not torch.isfinite(terms["total"]):

@@ -1,0 +1,113 @@
+"""SS-HSP stage 1: does predicting frame t + gap (eq. 6) reward the ground-truth parts on this data?
+
+    python bench/study_ss_hsp_pretext.py [--frames results/synth_mars/frames.zarr]
+        [--index results/synth_mars/index.parquet] [--partitions ground_truth foreground stripes background
+        learned] [--seeds 0] [--steps 300] [--params '{"gap": 6}'] [--eval-pairs 512] [--threads 1] [--jobs 2]
+
+The segmenter is the ss_hsp method's, as the workflow resolves it for synth_mars (config/methods/ss_hsp.yaml
+with config/datasets/synth_mars.yaml's overrides: 32 x 16, the CPU-sized widths, 300 steps); ``--params``
+changes keys of that ``segmentation`` block. Each (partition, seed) pre-trains a fresh segmenter in a worker
+process on the training tracklets' (t, t + gap) pairs. With a fixed partition
+(hspreid/segmentation/fixed_partitions.py) the segmentation maps M_t, M_{t+1} are built from the ground-truth
+masks and only the motion heads (eq. 1's shifts and affines, the background motion) and the prediction
+module learn, from eq. 6 alone (eqs. 7 and 8 and the area prior are off: they act on the maps). ``learned``
+is the stage as it runs, all losses on. Then the eq. 6 loss is measured on ``--eval-pairs`` fixed pairs of
+the test tracklets, beside copying I_t as the prediction.
+
+Reading the table: if ``ground_truth`` is not clearly below ``foreground``, the pretext task does not pay
+for splitting the person into its parts, and a segmenter trained on it has no reason to find them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+from _common import REPO, emit, run_worker, runtime_line
+
+PARTITIONS = ("ground_truth", "foreground", "stripes", "background", "learned")
+
+
+def segmentation_block(params: str) -> dict:
+    """The ss_hsp ``segmentation`` block for synth_mars, with ``params`` (JSON) over it."""
+    from bench_ss_hsp import method_config
+
+    return {**method_config("ss_hsp", "cpu")["segmentation"], **json.loads(params)}
+
+
+def worker(args) -> dict:
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from hspreid.data.frames import FrameStore
+    from hspreid.segmentation.fixed_partitions import partition_labels, partition_masks
+    from hspreid.segmentation.pretrain import FramePairSampler, pretrain_from_store, split_params
+
+    torch.set_num_threads(args.threads)
+    model_params, train = split_params(segmentation_block(args.params))
+    fixed = args.partition != "learned"
+    if fixed:
+        model_params.update(lambda_equ=0.0, lambda_geo=0.0, lambda_area=0.0)
+    k, size = model_params["num_parts"], tuple(model_params["seg_size"])
+
+    def masks(truth_t: np.ndarray, truth_d: np.ndarray):
+        return tuple(partition_masks(partition_labels(t, k, args.partition), k, size) for t in (truth_t, truth_d))
+
+    store, index = FrameStore(args.frames), pd.read_parquet(args.index)
+    model, result = pretrain_from_store(store, index, model_params, train, seed=args.seed,
+                                        masks=masks if fixed else None)
+    test = FramePairSampler.from_index(store, index, "test", train["gap"], 64, seed=12345,
+                                       masks=masks if fixed else None)
+    rec = model._reconstruction_module(torch.device("cpu"))
+    model.eval()
+    ours, copy = [], []
+    with torch.no_grad():
+        for _, batch in zip(range(max(1, args.eval_pairs // 64)), test):
+            source, driving = batch[:2]
+            out = model(source, driving, batch[2] if fixed else None)
+            ours.append(float(rec(out["prediction"], driving)))
+            copy.append(float(rec(source, driving)))
+    return {"partition": args.partition, "seed": args.seed, "rec": float(np.mean(ours)),
+            "copy": float(np.mean(copy)), "train_rec": result["final"]["rec"], "seconds": result["seconds"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames", default=str(REPO / "results/synth_mars/frames.zarr"))
+    ap.add_argument("--index", default=str(REPO / "results/synth_mars/index.parquet"))
+    ap.add_argument("--partitions", nargs="+", default=list(PARTITIONS), choices=PARTITIONS)
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--params", default="{}", help="JSON keys over the ss_hsp segmentation block")
+    ap.add_argument("--eval-pairs", type=int, default=512, help="test pairs the eq. 6 loss is measured on")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    ap.add_argument("--jobs", type=int, default=2, help="workers run at once")
+    ap.add_argument("--worker", default=None, choices=PARTITIONS, help=argparse.SUPPRESS)
+    ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        args.partition = args.worker
+        emit(worker(args))
+        return
+    block = segmentation_block(args.params)
+    print(runtime_line("cpu", args.threads))
+    print(f"frames {args.frames}; segmenter at {block['seg_size']}, gap {block.get('gap', 3)}, "
+          f"{block['steps']} steps; eq. 6 on {args.eval_pairs} test pairs")
+    common = ["--frames", args.frames, "--index", args.index, "--params", args.params, "--threads",
+              str(args.threads), "--eval-pairs", str(args.eval_pairs)]
+    runs = [(p, s) for p in args.partitions for s in args.seeds]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        rows = list(pool.map(lambda r: run_worker(__file__, f"{r[0]} seed {r[1]}", "--worker", r[0], "--seed",
+                                                  str(r[1]), *common), runs))
+    base = {r["seed"]: r["rec"] for r in rows if r["partition"] == "background"}
+    print(f"{'partition':<13} {'seed':>4} {'eq.6 test':>9} {'/ copy':>7} {'/ background':>12} {'train s':>8}")
+    for r in rows:
+        vs_bg = f"{r['rec'] / base[r['seed']]:.3f}" if r["seed"] in base else "-"
+        print(f"{r['partition']:<13} {r['seed']:>4} {r['rec']:>9.4f} {r['rec'] / r['copy']:>7.3f} {vs_bg:>12} "
+              f"{r['seconds']:>8.0f}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
