@@ -205,8 +205,8 @@ def pretrain_segmenter(model: CoPartSegmenter, pairs: Iterable[Sequence[torch.Te
     Logs the mean loss terms every ``log_every`` steps and saves ``checkpoint`` every ``checkpoint_every``
     steps and at the end. ``geo_warmup`` (a fraction of ``steps``) ramps lambda_geo linearly from 0 to its value
     over the first steps, so that parts learn to move before they are pulled together. The equivariance
-    transforms are drawn from a generator seeded with ``seed``; batches come in ``pairs``' own (seeded) order. Returns {"history": [per-log-window means], "steps",
-    "seconds", "final": last window}.
+    transforms are drawn from a generator seeded with ``seed``; batches come in ``pairs``' own (seeded) order.
+    Returns {"history": [per-log-window means], "steps", "seconds", "final": last window}.
     """
     if epochs is not None:
         if not hasattr(pairs, "__len__"):
