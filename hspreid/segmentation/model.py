@@ -25,7 +25,9 @@ vanish into the background on the synthetic tracklets (mean part IoU 0.00 agains
   the stage too; with a strong eq. 8 it keeps compact parts instead of none (README, SS-HSP stage 1).
 
 The stage's defaults (``hspreid.segmentation.pretrain.STAGE_MODEL_DEFAULTS``) carry these; this class's
-defaults stay the paper's.
+defaults stay the paper's. Even so, on the synthetic tracklets eq. 6 pays for a foreground and not for body
+parts: with the maps fixed to the ground-truth parts it reaches the loss of the ground-truth foreground as
+one part (``forward(..., masks=)``, bench/study_ss_hsp_pretext.py, README "Why stage 1 finds no parts").
 """
 from __future__ import annotations
 

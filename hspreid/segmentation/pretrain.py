@@ -28,6 +28,9 @@ from hspreid.segmentation.model import CoPartSegmenter, frames_to_tensor
 
 log = logging.getLogger("hspreid.segmentation")
 
+FixedMasks = Callable[[np.ndarray, np.ndarray], tuple[torch.Tensor, torch.Tensor]]
+"""Ground-truth part maps of I_t and I_{t+1} (uint8 [B, H, W] each) -> fixed segmentation maps (M_t, M_{t+1})."""
+
 
 def consecutive_pairs(index: pd.DataFrame, subset: str | None = "train", gap: int = 1) -> np.ndarray:
     """Row pairs (t, t + gap) inside every tracklet of the frame index -> int64 [P, 2].
@@ -57,7 +60,7 @@ class FramePairSampler:
     """
 
     def __init__(self, store: FrameStore | str | Path, pairs: np.ndarray, batch_size: int = 16, seed: int = 0,
-                 masks: Callable[[np.ndarray, np.ndarray], tuple[torch.Tensor, torch.Tensor]] | None = None):
+                 masks: FixedMasks | None = None):
         self.store = store if isinstance(store, FrameStore) else FrameStore(store)
         self.pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
         if len(self.pairs) == 0:
@@ -72,8 +75,7 @@ class FramePairSampler:
     @classmethod
     def from_index(cls, store: FrameStore | str | Path, index: pd.DataFrame, subset: str | None = "train",
                    gap: int = 1, batch_size: int = 16, seed: int = 0,
-                   masks: Callable[[np.ndarray, np.ndarray], tuple[torch.Tensor, torch.Tensor]] | None = None,
-                   ) -> "FramePairSampler":
+                   masks: FixedMasks | None = None) -> "FramePairSampler":
         return cls(store, consecutive_pairs(index, subset, gap), batch_size, seed, masks)
 
     def __iter__(self) -> Iterator[tuple]:
@@ -163,8 +165,7 @@ def split_params(params: dict[str, Any], where: str = "segmentation") -> tuple[d
 def pretrain_from_store(store: FrameStore | str | Path, index: pd.DataFrame, model_params: dict[str, Any],
                         train: dict[str, Any], *, device: str | torch.device = "cpu", seed: int = 0,
                         checkpoint: str | Path | None = None,
-                        masks: Callable[[np.ndarray, np.ndarray], tuple[torch.Tensor, torch.Tensor]] | None = None,
-                        ) -> tuple[CoPartSegmenter, dict[str, Any]]:
+                        masks: FixedMasks | None = None) -> tuple[CoPartSegmenter, dict[str, Any]]:
     """Build a ``CoPartSegmenter(**model_params)`` and pre-train it on the (t, t + gap) pairs of the training
     tracklets of ``store`` with the options ``train`` (see ``TRAIN_DEFAULTS``); ``masks``: fixed segmentation
     maps (see ``FramePairSampler``). Returns (model, result of ``pretrain_segmenter`` plus "pairs",
