@@ -44,7 +44,7 @@ def worker(args) -> dict:
     from hspreid.data.frames import FrameStore
     from hspreid.segmentation.fixed_partitions import partition_labels, partition_masks
     from hspreid.segmentation.losses import build_reconstruction_loss
-    from hspreid.segmentation.pretrain import FramePairSampler, pretrain_from_store, split_params
+    from hspreid.segmentation.pretrain import FramePairSampler, pretrain_from_store, split_batch, split_params
 
     torch.set_num_threads(args.threads)
     model_params, train = split_params(segmentation_block(args.params))
@@ -56,19 +56,18 @@ def worker(args) -> dict:
     def masks(truth_t: np.ndarray, truth_d: np.ndarray):
         return tuple(partition_masks(partition_labels(t, k, args.partition), k, size) for t in (truth_t, truth_d))
 
+    fixed_masks = masks if fixed else None
     store, index = FrameStore(args.frames), pd.read_parquet(args.index)
-    model, result = pretrain_from_store(store, index, model_params, train, seed=args.seed,
-                                        masks=masks if fixed else None)
-    test = FramePairSampler.from_index(store, index, "test", train["gap"], 64, seed=12345,
-                                       masks=masks if fixed else None)
+    model, result = pretrain_from_store(store, index, model_params, train, seed=args.seed, masks=fixed_masks)
+    test = FramePairSampler.from_index(store, index, "test", train["gap"], 64, seed=12345, masks=fixed_masks)
     cfg = model.config
     rec = build_reconstruction_loss(cfg["reconstruction"], cfg["rec_scales"], cfg["vgg_seed"], cfg["rec_distance"])
     model.eval()
     ours, copy = [], []
     with torch.no_grad():
         for _, batch in zip(range(max(1, args.eval_pairs // 64)), test):
-            source, driving = batch[:2]
-            out = model(source, driving, batch[2] if fixed else None)
+            source, driving, maps = split_batch(batch)
+            out = model(source, driving, maps)
             ours.append(float(rec(out["prediction"], driving)))
             copy.append(float(rec(source, driving)))
     return {"partition": args.partition, "seed": args.seed, "rec": float(np.mean(ours)),

@@ -81,14 +81,22 @@ class FramePairSampler:
     def __iter__(self) -> Iterator[tuple]:
         rng = np.random.default_rng(self.seed)
         while True:
-            rows = self.pairs[rng.integers(0, len(self.pairs), self.batch_size)]
-            frames = frames_to_tensor(self.store.read(rows.reshape(-1)))
+            rows = self.pairs[rng.integers(0, len(self.pairs), self.batch_size)].reshape(-1)
+            frames = frames_to_tensor(self.store.read(rows))
             frames = frames.view(self.batch_size, 2, *frames.shape[1:])
             if self.masks is None:
                 yield frames[:, 0], frames[:, 1]
             else:
-                truth = self.store.read(rows.reshape(-1), "masks").reshape(self.batch_size, 2, *frames.shape[-2:])
+                truth = self.store.read(rows, "masks").reshape(self.batch_size, 2, *frames.shape[-2:])
                 yield frames[:, 0], frames[:, 1], self.masks(truth[:, 0], truth[:, 1])
+
+
+def split_batch(batch: Sequence, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor, Any]:
+    """A batch ``(I_t, I_{t+1})`` or ``(I_t, I_{t+1}, (M_t, M_{t+1}))`` -> (source, driving, fixed maps or None)
+    on ``device``: the arguments of ``CoPartSegmenter.forward``."""
+    source, driving = (x.to(device, non_blocking=True) for x in batch[:2])
+    fixed = tuple(m.to(device) for m in batch[2]) if len(batch) > 2 else None
+    return source, driving, fixed
 
 
 def _batches(pairs: Iterable[Sequence[torch.Tensor]]) -> Iterator[Sequence[torch.Tensor]]:
@@ -228,9 +236,7 @@ def pretrain_segmenter(model: CoPartSegmenter, pairs: Iterable[Sequence[torch.Te
     t0 = time.monotonic()
     batches = _batches(pairs)
     for step in range(1, steps + 1):
-        batch = next(batches)
-        source, driving = (x.to(device, non_blocking=True) for x in batch[:2])
-        fixed = tuple(m.to(device) for m in batch[2]) if len(batch) > 2 else None
+        source, driving, fixed = split_batch(next(batches), device)
         out = model(source, driving, fixed)
         scale = {"lambda_geo": min(1.0, (step - 1) / warm_steps)} if warm_steps > 0 else None
         terms = model.loss(out, source, driving, generator, scale)
