@@ -33,7 +33,6 @@ can amplify it -- the tests check exact equality in float64).
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 

@@ -30,7 +30,6 @@ around their part means (the k-means objective of the partition), summed over id
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 

@@ -24,7 +24,7 @@ from _common import Measurement, emit, run_in_subprocess
 
 
 def make_store(path: Path, num_q: int, num_g: int, k: int, dim: int, dtype: str, seed: int = 0) -> None:
-    from hspreid.features import write_features
+    from hspreid.data.feature_store import write_features
 
     rng = np.random.default_rng(seed)
     n, ids = num_q + num_g, 751
@@ -56,7 +56,7 @@ def worker(kind: str, store: Path) -> dict:
         r, _, _ = rank_feature_store(store, rank_config({"distance": "isp"}))
         cmc, mAP = r.cmc, r.mAP
     else:
-        from hspreid.features import read_features
+        from hspreid.data.feature_store import read_features
 
         f, _ = read_features(store)
         q, g = f["query"], f["gallery"]

@@ -32,44 +32,6 @@ def _describe(path: Path) -> str:
     return "\n".join(lines)
 
 
-def frame_grid(path: Path, count: int = 16, seed: int = 0) -> np.ndarray:
-    """BGR picture of ``count`` random frames of a frame store; ground-truth masks below when present."""
-    import cv2
-
-    from hspreid.data.frames import FrameStore
-
-    store = FrameStore(path)
-    rows = np.sort(np.random.default_rng(seed).choice(len(store), size=min(count, len(store)), replace=False))
-    images = np.stack([store.images[int(r)] for r in rows])[..., ::-1]
-    row = np.concatenate(list(images), axis=1)
-    if store.masks is not None:
-        from hspreid.viz import PART_PALETTE
-
-        masks = np.stack([store.masks[int(r)] for r in rows])
-        row = np.concatenate([row, np.concatenate(list(PART_PALETTE[masks][..., ::-1]), axis=1)], axis=0)
-    return np.ascontiguousarray(row)
-
-
-def label_rows(frames: Path, label_stores: list[Path], count: int = 12, seed: int = 0) -> np.ndarray:
-    """BGR picture: the same ``count`` training frames, then one row per label store overlaying its
-    part labels (nearest-upsampled to the frame) -- e.g. the rounds of ISP going from coarse to fine."""
-    from hspreid.data.datasets import PartLabels
-    from hspreid.data.frames import FrameStore
-    from hspreid.viz import _blend
-
-    stores = [PartLabels(p) for p in label_stores]
-    rows = np.sort(np.random.default_rng(seed).choice(stores[0].rows, size=min(count, len(stores[0].rows)),
-                                                      replace=False))
-    images = FrameStore(frames).read(rows)
-    h, w = images.shape[1:3]
-    lines = [np.concatenate(list(images), axis=1)]
-    for store in stores:
-        maps = store.read(rows)
-        big = maps.repeat(h // maps.shape[1], axis=1).repeat(w // maps.shape[2], axis=2)
-        lines.append(np.concatenate([_blend(img, m) for img, m in zip(images, big)], axis=1))
-    return np.ascontiguousarray(np.concatenate(lines, axis=0)[..., ::-1])
-
-
 def _frames_of(label_store: Path) -> Path:
     """The frame store a label store was made from: its ``frames`` attribute, else the layout's
     results/<dataset>/<method>/round<r>/pseudo_labels.zarr -> results/<dataset>/frames.zarr."""
@@ -109,7 +71,7 @@ def _inspect(argv: list[str] | None) -> int:
             return 1
         for store in stores:
             print(_describe(store).splitlines()[0])
-        return _write(args.png, label_rows(_frames_of(stores[0]), stores, args.count))
+        return _write(args.png, _labels_picture(stores, args.count))
     if args.store is None or not (args.store / "zarr.json").is_file():
         print(f"hspreid: {args.store}: not a zarr store", file=sys.stderr)
         return 1
@@ -117,17 +79,29 @@ def _inspect(argv: list[str] | None) -> int:
     if not args.png:
         return 0
     if (args.store / "labels").is_dir():
-        return _write(args.png, label_rows(_frames_of(args.store), [args.store], args.count))
-    return _write(args.png, frame_grid(args.store, args.count))
+        return _write(args.png, _labels_picture([args.store], args.count))
+    from hspreid.data.frames import FrameStore
+    from hspreid.viz import store_frames_image
+
+    return _write(args.png, store_frames_image(FrameStore(args.store), args.count))
 
 
-def _write(path: Path | None, bgr: np.ndarray) -> int:
+def _labels_picture(label_stores: list[Path], count: int) -> np.ndarray:
+    from hspreid.data.frames import FrameStore
+    from hspreid.data.label_maps import LabelMaps
+    from hspreid.viz import label_maps_image
+
+    stores = [LabelMaps(p, in_memory=True) for p in label_stores]
+    return label_maps_image(FrameStore(_frames_of(label_stores[0])), stores, count)
+
+
+def _write(path: Path | None, rgb: np.ndarray) -> int:
     if path is None:
         print("hspreid: add --png PATH to draw", file=sys.stderr)
         return 1
-    import cv2
+    from hspreid.viz import save_png
 
-    cv2.imwrite(str(path), bgr)
+    save_png(path, rgb)
     print(f"wrote {path}")
     return 0
 

@@ -9,6 +9,8 @@
 * :func:`ranked_list_image` -- one row per query: its representative frame, then its top-k gallery
   items framed green (same id, other camera), red (other id) or grey (junk: same id, same camera);
   a second row overlays part maps (ground truth ``frames.masks`` or a predicting callable);
+* :func:`store_frames_image` / :func:`label_maps_image` -- frames of a frame store (ground-truth masks
+  below), and the same frames under the maps of one or more label stores (e.g. every round of ISP);
 * :func:`save_png` -- atomic PNG write.
 
 Typical use in the rank stage (``q_idx``/``g_idx`` from ``split_query_gallery``, ``per_query``
@@ -33,10 +35,11 @@ import numpy as np
 import pandas as pd
 
 from hspreid.io import atomic_file
+from hspreid.partmaps import IGNORE as IGNORE_LABEL
 
 # ----------------------------------------------------------------------------- colours
 PART_NAMES = ("background", "head", "upper body", "lower body", "shoes", "belongings")
-IGNORE_LABEL = 255
+"""Legend names of the ground-truth codes (:data:`hspreid.partmaps.GROUND_TRUTH_NAMES`)."""
 
 _PART_COLOURS = [(0, 0, 0), (255, 200, 0), (220, 0, 0), (0, 0, 220), (0, 180, 0), (200, 0, 200)]
 _CYCLE = [(0, 200, 200), (255, 128, 0), (128, 64, 0), (255, 120, 180), (120, 200, 60), (90, 60, 200),
@@ -351,7 +354,7 @@ def ranked_list_image(frames: Any, tracks: pd.DataFrame, q_rows: np.ndarray, g_r
     lay = ranked_list_layout((fh, fw), n, top, maps is not None, tile_height=tile_height, max_width=max_width)
     canvas = np.full((lay.height, lay.width, 3), _BACKGROUND, np.uint8)
     tiles = {t: _resize(images[i], lay.tile_h, lay.tile_w, cv2.INTER_LINEAR) for t, i in slot.items()}
-    blended = ({t: _blend(tiles[t], _resize(maps[i], lay.tile_h, lay.tile_w, cv2.INTER_NEAREST))
+    blended = ({t: blend_labels(tiles[t], _resize(maps[i], lay.tile_h, lay.tile_w, cv2.INTER_NEAREST))
                 for t, i in slot.items()} if maps is not None else {})
 
     for qi in range(n):
@@ -394,8 +397,9 @@ def _resize(img: np.ndarray, h: int, w: int, interp: int) -> np.ndarray:
     return cv2.resize(img, (w, h), interpolation=interp)
 
 
-def _blend(rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.55) -> np.ndarray:
-    """Label colours over ``rgb`` where the label is not background (background dimmed a little)."""
+def blend_labels(rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    """Label colours (:data:`PART_PALETTE`) over ``rgb`` where the label is not background (background
+    dimmed a little); ``labels`` at the picture's size."""
     colour = PART_PALETTE[labels].astype(np.float32)
     img = rgb.astype(np.float32)
     fg = (labels != 0)[..., None]
@@ -442,3 +446,43 @@ def _legend(canvas: np.ndarray, lay: RankedListLayout, maps_kind: str, show_junk
             _text(canvas, name, x + key, y, w + 2, 0.4, _TEXT_RGB if colour is not None else (90, 90, 90))
             x += key + w + 14
         y += lay.legend_line_h
+
+
+# ----------------------------------------------------------------------------- store pictures
+MIN_TILE_HEIGHT = 128
+"""Frames smaller than this are scaled up (nearest neighbour, whole factors) so that a person can see them."""
+
+
+def _upscale(images: np.ndarray, min_height: int = MIN_TILE_HEIGHT) -> np.ndarray:
+    """Images [n, h, w, ...] repeated by the smallest whole factor that brings h to ``min_height``."""
+    factor = max(1, -(-min_height // images.shape[1]))
+    return images if factor == 1 else images.repeat(factor, axis=1).repeat(factor, axis=2)
+
+
+def _row(tiles: np.ndarray) -> np.ndarray:
+    return np.concatenate(list(tiles), axis=1)
+
+
+def store_frames_image(store: Any, count: int = 16, seed: int = 0) -> np.ndarray:
+    """RGB picture of ``count`` random frames of a :class:`~hspreid.data.frames.FrameStore`, with its
+    ground-truth masks below when it has them; small frames scaled up."""
+    rows = np.sort(np.random.default_rng(seed).choice(len(store), size=min(count, len(store)), replace=False))
+    lines = [_row(_upscale(store.read(rows)))]
+    if store.masks is not None:
+        lines.append(_row(_upscale(PART_PALETTE[store.read(rows, "masks")])))
+    return np.ascontiguousarray(np.concatenate(lines, axis=0))
+
+
+def label_maps_image(store: Any, label_stores: Sequence[Any], count: int = 12, seed: int = 0) -> np.ndarray:
+    """RGB picture: the same ``count`` frames of ``label_stores[0]`` (label-map stores,
+    :class:`~hspreid.data.label_maps.LabelMaps`), then one row per label store overlaying its maps
+    (nearest-resized to the frame), e.g. the rounds of ISP going from coarse to fine; small frames scaled up."""
+    first = label_stores[0]
+    rows = np.sort(np.random.default_rng(seed).choice(first.rows, size=min(count, len(first.rows)), replace=False))
+    images = _upscale(store.read(rows))
+    h, w = images.shape[1:3]
+    lines = [_row(images)]
+    for labels in label_stores:
+        maps = labels.read(rows)
+        lines.append(_row([blend_labels(img, _resize(m, h, w, cv2.INTER_NEAREST)) for img, m in zip(images, maps)]))
+    return np.ascontiguousarray(np.concatenate(lines, axis=0))

@@ -15,11 +15,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from hspreid.data.regions import ParsingStore
-from hspreid.engine.trainer import pick_device, seed_everything
+from hspreid.data.feature_store import write_features
+from hspreid.data.label_maps import LabelMaps
 from hspreid.errors import UserError
-from hspreid.features import extract_features, predicted_parsing_quality, write_features
+from hspreid.features import extract_features
 from hspreid.models import load_model
+from hspreid.models.parsing import predicted_parsing_quality
+from hspreid.runtime import pick_device, seed_everything
 from hspreid.stage import check_keys, parse_params, run_stage, stage_parser
 
 DEFAULTS = {"mode": "all", "clip_len": 32, "evenly_frames": 15, "frames_per_batch": 256, "num_workers": 1,
@@ -30,7 +32,7 @@ def parsing_summary(path: Path | None) -> dict | None:
     """Which parsing store the model read (store, source, its IoU against the ground truth), for metrics.json."""
     if path is None:
         return None
-    attrs = ParsingStore(path).attrs
+    attrs = LabelMaps(path).attrs
     return {"store": str(path), "source": attrs.get("source"), "iou": attrs.get("iou")}
 
 
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         check_keys(params, DEFAULTS, "features")
         seed_everything(args.seed)
         model, ckpt = load_model(args.model)
-        if args.parsing is None and getattr(model, "fallback", None) == "error":
+        if args.parsing is None and model.requires_parsing:
             raise UserError(f"{args.model}: the model needs parsing maps (model.fallback 'error'); pass --parsing")
         index, device = pd.read_parquet(args.index), pick_device(args.device)
         feats = extract_features(model, args.frames, index, device=device,

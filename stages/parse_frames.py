@@ -8,7 +8,7 @@ Sources (``--params`` ``source`` plus that source's options): ``oracle`` (ground
 ``bands``, ``frames_per_batch``), ``external`` (any parser's label maps: ``path``, ``table``),
 ``ss_hsp`` (the trained SS-HSP model's fine-tuned segmenter, folded by height as isp). Writes ``rows`` and ``labels`` uint8 [n, h, w] (0 background,
 1 head, 2 upper body, 3 lower body, 4 shoes, 255 nowhere) for every frame, train and test; see
-:mod:`hspreid.data.regions`.
+:mod:`hspreid.data.parsing_stores`.
 """
 from __future__ import annotations
 
@@ -20,13 +20,13 @@ import numpy as np
 import pandas as pd
 
 from hspreid.data.frames import FrameStore
-from hspreid.data.regions import (RegionIoU, external_blocks, oracle_blocks, parser_blocks, resolve_table, scored,
-                                  write_parsing_store)
-from hspreid.engine.trainer import pick_device
+from hspreid.data.parsing_stores import external_blocks, oracle_blocks, scored, write_parsing_store
 from hspreid.errors import UserError
 from hspreid.io import log
 from hspreid.models import load_model
-from hspreid.models.spreid import HEIGHT_BANDS, IGNORE
+from hspreid.models.parsing import parser_blocks
+from hspreid.partmaps import HEIGHT_BANDS, IGNORE, RegionIoU, resolve_table
+from hspreid.runtime import pick_device
 from hspreid.stage import check_keys, parse_params, run_stage, stage_parser
 
 SOURCES = {

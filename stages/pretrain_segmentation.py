@@ -23,13 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from hspreid.data.frames import FrameStore
-from hspreid.engine.trainer import pick_device
 from hspreid.errors import UserError
 from hspreid.io import log, write_json
-from hspreid.segmentation.evaluate import segmentation_quality
+from hspreid.partmaps import segmentation_quality
+from hspreid.runtime import pick_device
 from hspreid.segmentation.pretrain import pretrain_from_store, split_params
 from hspreid.segmentation.store import segment_store, write_part_store
 from hspreid.stage import parse_params, run_stage, stage_parser

@@ -25,12 +25,13 @@ import zarr
 
 from hspreid.config import config_hash
 from hspreid.data.frames import FrameStore
-from hspreid.engine.trainer import pick_device, seed_everything
 from hspreid.io import Progress, atomic_dir, log
 from hspreid.models import load_model
 from hspreid.errors import UserError
-from hspreid.parsing import label_identities, label_quality
+from hspreid.parsing import label_identities
 from hspreid.parsing.coparse import coparse_identities
+from hspreid.partmaps import label_quality
+from hspreid.runtime import pick_device, seed_everything
 from hspreid.stage import check_keys, parse_params, run_stage, stage_parser
 
 COMMON = {"mode": "kmeans", "num_parts": 7, "ids_per_batch": None, "frames_per_batch": 128}
@@ -73,7 +74,7 @@ def feature_chunks(model, store: FrameStore, rows: np.ndarray, pids: np.ndarray,
     for s in range(0, len(rows), batch):
         r = rows[s:s + batch]
         frames = torch.from_numpy(store.read(r)).permute(0, 3, 1, 2).to(device)
-        maps = model.trunk(model.normalize(frames)).float()
+        maps = model.frame_maps(frames).float()
         progress.update(len(r))
         yield maps, pids[s:s + batch], r, camids[s:s + batch]
 

@@ -20,8 +20,8 @@ import pandas as pd
 from hspreid import viz
 from hspreid.data.frames import FrameStore
 from hspreid.data.index import tracklet_table
-from hspreid.engine.trainer import pick_device
 from hspreid.eval.ranking import rank_config, rank_feature_store
+from hspreid.runtime import pick_device
 from hspreid.io import atomic_file, log, write_json
 from hspreid.stage import parse_params, run_stage, stage_parser
 

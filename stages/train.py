@@ -17,19 +17,20 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from hspreid.config import config_hash
-from hspreid.data.datasets import AugmentConfig, PartLabels, TrainClips
+from hspreid.data.datasets import AugmentConfig, TrainClips
 from hspreid.data.frames import FrameStore
 from hspreid.data.keypoints import KeypointConfig, Keypoints, labelled_keypoints
-from hspreid.engine.trainer import TrainConfig, pick_device, seed_everything, train
+from hspreid.data.label_maps import LabelMaps
+from hspreid.engine.trainer import TrainConfig, train
 from hspreid.errors import UserError
-from hspreid.features import predicted_parsing_quality
-from hspreid.io import atomic_file, log
+from hspreid.io import log
 from hspreid.losses import Criterion
-from hspreid.models import build_model, load_model
+from hspreid.models import ReIDModel, build_model, load_model, save_model
+from hspreid.models.parsing import predicted_parsing_quality
 from hspreid.models.ss_hsp import read_pretrained_segmenter
+from hspreid.runtime import pick_device, seed_everything
 from hspreid.stage import check_keys, parse_params, run_stage, stage_parser, typed_config
 
 
@@ -46,16 +47,16 @@ def load_keypoints(block: dict | None, root: Path | None, index: pd.DataFrame) -
     return labelled_keypoints(root, index, cfg)
 
 
-def check_extra_inputs(model: torch.nn.Module, parsing: Path | None, keypoints: Keypoints | None) -> None:
+def check_extra_inputs(model: ReIDModel, parsing: Path | None, keypoints: Keypoints | None) -> None:
     """Parsing maps and key points only go to a model that takes them, in the shape it takes."""
-    takes = getattr(model, "extra_inputs", ())
+    takes = model.extra_inputs
     if parsing is not None and "parsing" not in takes:
         raise UserError(f"--parsing: model {type(model).__name__} takes no parsing maps")
-    if parsing is None and getattr(model, "fallback", None) == "error":
+    if parsing is None and model.requires_parsing:
         raise UserError("parsing: model.fallback is 'error' but no parsing maps were given (name a parsing.source)")
     if keypoints is not None and "keypoints" not in takes:
         raise UserError(f"keypoints: model {type(model).__name__} takes no key points (remove the keypoints block)")
-    if keypoints is not None and len(keypoints.joints) != getattr(model, "num_parts", len(keypoints.joints)):
+    if keypoints is not None and len(keypoints.joints) != model.num_parts:
         raise UserError(f"keypoints.joints: {len(keypoints.joints)} joints for model.num_parts = {model.num_parts} "
                         "(part i is anchored at joint i)")
 
@@ -116,17 +117,15 @@ def main(argv: list[str] | None = None) -> int:
         history = train(model, dataset, criterion, tcfg, device=device, seed=args.seed,
                         checkpoint=args.checkpoint, resume_key=run_hash)
         if args.part_labels:
-            label_attrs = PartLabels(args.part_labels).attrs
+            label_attrs = LabelMaps(args.part_labels).attrs
             train_rows = index.index[index["subset"] == "train"].to_numpy()
             rounds.append({"round": label_attrs.get("round"), "pseudo_label_iou": label_attrs.get("iou"),
                            "parsing_iou": predicted_parsing_quality(model, args.frames, train_rows, device=device)})
         upstream = FrameStore(args.frames).attrs.get("summary", {})
-        with atomic_file(args.output) as tmp:
-            torch.save({"model_cfg": model_cfg, "num_classes": dataset.num_classes,
-                        "state_dict": model.cpu().state_dict(), "history": history, "config_hash": run_hash,
-                        "rounds": rounds, "segmentation": segmenter and segmenter["summary"],
-                        "stage_seconds": {"extract_frames": upstream.get("wall_time_s"),
-                                          "train": round(time.monotonic() - t0, 2)}}, tmp)
+        save_model(args.output, model, model_cfg, dataset.num_classes, history=history, config_hash=run_hash,
+                   rounds=rounds, segmentation=segmenter and segmenter["summary"],
+                   stage_seconds={"extract_frames": upstream.get("wall_time_s"),
+                                  "train": round(time.monotonic() - t0, 2)})
         args.checkpoint.unlink(missing_ok=True)
 
     return run_stage("train", args, body)

@@ -1,7 +1,6 @@
 """Shared fixtures: a tiny synthetic MARS-layout data set and its frame store, made once per session."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 

@@ -1,15 +1,16 @@
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
+from hspreid.data.feature_store import read_features, write_features
 from hspreid.data.frames import FrameStore
 from hspreid.data.index import tracklet_table
 from hspreid.data.sampling import consecutive_clips, evenly_spaced_clip
-from hspreid.features import extract_features, read_features, write_features
+from hspreid.features import extract_features
+from hspreid.models import ReIDModel
 
 
-class ClipMean(nn.Module):
+class ClipMean(ReIDModel):
     """Embedding = mean pixel value of the clip; 'visible' = [clip has > 3 frames, always True]."""
 
     def forward(self, clips):
@@ -47,7 +48,7 @@ def test_evenly_mode_uses_evenly_spaced_frames(tiny_mars):
     assert np.allclose(feats["global"][0], frames.mean(axis=(0, 1, 2)), atol=1e-3)
 
 
-class ParsingMean(nn.Module):
+class ParsingMean(ReIDModel):
     """Embedding = mean of the clip's parsing labels (a model that takes parsing maps, as SPReID)."""
 
     extra_inputs = ("parsing",)

@@ -11,9 +11,10 @@ from torch.utils.data import Dataset
 
 from hspreid.data.frames import FrameStore
 from hspreid.data.keypoints import Keypoints
-from hspreid.data.regions import ParsingStore
 from hspreid.data.index import tracklet_table
+from hspreid.data.label_maps import LabelMaps
 from hspreid.data.sampling import restricted_random_clip
+from hspreid.partmaps import resize_nearest
 
 IMAGENET_MEAN_U8 = np.array([0.485, 0.456, 0.406]) * 255
 
@@ -118,35 +119,11 @@ def augment_clip(frames: np.ndarray, rng: np.random.Generator, cfg: AugmentConfi
     return aug.frames(frames), (aug.maps(maps) if maps is not None else None)
 
 
-class PartLabels:
-    """Pseudo part-label maps of the training frames (``pseudo_labels.zarr``: ``labels`` uint8
-    [n, h, w] for the frame-store rows ``rows``), held in memory (a few MB even for MARS)."""
-
-    def __init__(self, path: str | Path):
-        import zarr
-
-        from hspreid.errors import UserError
-
-        path = Path(path)
-        if not (path / "zarr.json").is_file():
-            raise UserError(f"{path}: not a pseudo-label store (run the pseudo_labels stage first)")
-        group = zarr.open_group(str(path), mode="r")
-        self.rows = group["rows"][...]
-        self.maps = group["labels"][...]
-        self.attrs = dict(group.attrs)
-
-    def read(self, frame_rows: np.ndarray) -> np.ndarray:
-        pos = np.searchsorted(self.rows, frame_rows)
-        if np.any(pos >= len(self.rows)) or np.any(self.rows[np.minimum(pos, len(self.rows) - 1)] != frame_rows):
-            raise KeyError("frame rows without pseudo labels")
-        return self.maps[pos]
-
-
 class TrainClips(Dataset):
     """Item = (train tracklet number, sample seed) -> dict(frames uint8 [T,3,H,W], label, camid) plus, when given:
 
     * ``part_labels`` (a pseudo_labels.zarr): the clip's part-label maps uint8 [T,H,W];
-    * ``parsing`` (a parsing store, :mod:`hspreid.data.regions`): its five-region maps uint8 [T,H,W];
+    * ``parsing`` (a parsing store, :mod:`hspreid.data.parsing_stores`): its five-region maps uint8 [T,H,W];
     * ``keypoints`` (:class:`hspreid.data.keypoints.Keypoints`): key points float32 [T,J,3] (x, y fractions,
       visibility; NaN in frames that are not labelled).
 
@@ -164,8 +141,8 @@ class TrainClips(Dataset):
         self.parsing_path = Path(parsing) if parsing else None
         self.keypoints = keypoints
         self._store: FrameStore | None = None
-        self._labels: PartLabels | None = None
-        self._parsing: ParsingStore | None = None
+        self._labels: LabelMaps | None = None
+        self._parsing: LabelMaps | None = None
 
     @property
     def labels(self) -> np.ndarray:
@@ -181,8 +158,8 @@ class TrainClips(Dataset):
     def _open(self) -> None:
         """Open the stores lazily: once per worker process."""
         self._store = FrameStore(self.frames_path)
-        self._labels = PartLabels(self.labels_path) if self.labels_path else None
-        self._parsing = ParsingStore(self.parsing_path) if self.parsing_path else None
+        self._labels = LabelMaps(self.labels_path, in_memory=True) if self.labels_path else None
+        self._parsing = LabelMaps(self.parsing_path) if self.parsing_path else None
 
     def __getitem__(self, key: tuple[int, int]) -> dict:
         item, seed = key
@@ -215,10 +192,4 @@ def _to_size(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return maps
     if h % maps.shape[1] == 0 and w % maps.shape[2] == 0:
         return maps.repeat(h // maps.shape[1], axis=1).repeat(w // maps.shape[2], axis=2)
-    return _resize_nearest(maps, h, w)
-
-
-def _resize_nearest(maps: np.ndarray, h: int, w: int) -> np.ndarray:
-    import cv2
-
-    return np.stack([cv2.resize(m, (w, h), interpolation=cv2.INTER_NEAREST) for m in maps])
+    return resize_nearest(maps, (h, w))

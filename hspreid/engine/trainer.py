@@ -3,22 +3,18 @@ step decay, AMP on CUDA, a checkpoint every epoch and resumption of an interrupt
 from __future__ import annotations
 
 import logging
-import os
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 
 from hspreid.data.sampling import IdentityBatchSampler
 from hspreid.io import atomic_file
 from hspreid.losses import Criterion
-from hspreid.models import model_extras
+from hspreid.models import ReIDModel
 
 log = logging.getLogger("hspreid.train")
 
@@ -41,22 +37,6 @@ class TrainConfig:
     amp: bool = True           # only on CUDA
     log_every: int = 20
     start_epoch: int = 0       # position in the LR schedule of the first epoch (rounds continue one schedule)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    if torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = False
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def lr_factor(epoch: int, cfg: TrainConfig) -> float:
@@ -82,7 +62,7 @@ def _collate(items: list[dict]) -> dict:
     return batch
 
 
-def train(model: nn.Module, dataset: Any, criterion: Criterion, cfg: TrainConfig, *, device: torch.device,
+def train(model: ReIDModel, dataset: Any, criterion: Criterion, cfg: TrainConfig, *, device: torch.device,
           seed: int, checkpoint: Path, resume_key: str = "") -> list[dict]:
     """Train ``model`` on ``dataset`` (a :class:`hspreid.data.datasets.TrainClips`-like dataset).
 
@@ -123,7 +103,7 @@ def train(model: nn.Module, dataset: Any, criterion: Criterion, cfg: TrainConfig
             frames = batch["frames"].to(device, non_blocking=True)
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with torch.autocast(device.type, enabled=use_amp):
-                out = model(frames, **model_extras(model, batch))
+                out = model(frames, **model.extras(batch))
             loss, parts = criterion(out, batch)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()

@@ -53,7 +53,7 @@ def rank_config(params: dict[str, Any]) -> dict[str, Any]:
 def rank_feature_store(path, cfg: dict[str, Any], device: str | torch.device = "cpu") -> tuple[Ranking, dict, dict]:
     """Read ``features.zarr`` row-wise (labels first, then only the query and gallery rows of
     each embedding) and rank it; returns (ranking, labels, store attrs)."""
-    from hspreid.features import read_features
+    from hspreid.data.feature_store import read_features
 
     labels, attrs = read_features(path, names=list(LABELS))
     q_idx, g_idx = split_query_gallery(labels["query"], labels["gallery"], cfg["protocol"])

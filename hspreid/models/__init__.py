@@ -1,12 +1,16 @@
-"""Models: a method is a model (backbone + heads) plus its losses and a config file."""
+"""Models: a method is a model (backbone + heads) plus its losses and a config file.
+
+``model.pt`` (written by :func:`save_model`, read by :func:`load_model`) holds the model's config
+(``model_cfg``), ``num_classes``, its ``state_dict`` and the run's record (training history, config hash,
+rounds, segmentation summary, stage timings).
+"""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
 from hspreid.errors import UserError
+from hspreid.models.base import ReIDModel
 from hspreid.models.baseline import Baseline
 from hspreid.models.hcga import HCGA
 from hspreid.models.isp import ISP
@@ -14,11 +18,11 @@ from hspreid.models.spreid import SPReID
 from hspreid.models.ss_hsp import SSHSP
 from hspreid.models.ssn3d import SSN3D
 
-MODELS: dict[str, type[nn.Module]] = {"baseline": Baseline, "isp": ISP, "hcga": HCGA, "spreid": SPReID,
+MODELS: dict[str, type[ReIDModel]] = {"baseline": Baseline, "isp": ISP, "hcga": HCGA, "spreid": SPReID,
                                       "ssn3d": SSN3D, "ss_hsp": SSHSP}
 
 
-def build_model(cfg: dict[str, Any], num_classes: int) -> nn.Module:
+def build_model(cfg: dict[str, Any], num_classes: int) -> ReIDModel:
     """Build the model named by ``cfg["name"]`` with the remaining keys as keyword arguments."""
     cfg = dict(cfg)
     name = cfg.pop("name", "baseline")
@@ -30,13 +34,19 @@ def build_model(cfg: dict[str, Any], num_classes: int) -> nn.Module:
         raise UserError(f"model: bad option for {name!r}: {e}") from None
 
 
-def model_extras(model: nn.Module, batch: dict[str, Any]) -> dict[str, Any]:
-    """The batch entries ``model`` takes besides the frames: those of its ``extra_inputs`` (SPReID's
-    ``parsing``, SSN3D's ``keypoints``) that the batch carries, as keyword arguments."""
-    return {k: batch[k] for k in getattr(model, "extra_inputs", ()) if k in batch}
+def save_model(path: str | Path, model: ReIDModel, model_cfg: dict[str, Any], num_classes: int,
+               **record: Any) -> None:
+    """Write ``model.pt`` atomically: what :func:`load_model` needs to rebuild ``model``, plus ``record``."""
+    import torch
+
+    from hspreid.io import atomic_file
+
+    with atomic_file(Path(path)) as tmp:
+        torch.save({"model_cfg": model_cfg, "num_classes": num_classes, "state_dict": model.cpu().state_dict(),
+                    **record}, tmp)
 
 
-def load_model(path: str | Path) -> tuple[nn.Module, dict]:
+def load_model(path: str | Path) -> tuple[ReIDModel, dict]:
     """Rebuild a trained model from ``model.pt``; returns (model in eval mode, the checkpoint dict)."""
     import torch
 
@@ -47,3 +57,6 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict]:
     model = build_model(ckpt["model_cfg"], ckpt["num_classes"])
     model.load_state_dict(ckpt["state_dict"])
     return model.eval(), ckpt
+
+
+__all__ = ["MODELS", "ReIDModel", "build_model", "load_model", "save_model"]

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from hspreid.models.backbone import build_resnet
+from hspreid.models.base import ReIDModel
 from hspreid.models.heads import BNNeck, Normalize
 
 
-class Baseline(nn.Module):
+class Baseline(ReIDModel):
     """Clips [B,T,3,H,W] -> {"features": {"global": pre-BN}, "logits": {"global": ...}, "embedding": BN feature}.
 
     An image is a clip with T = 1. Temporal average pooling over frames (the video baseline of
@@ -22,14 +22,9 @@ class Baseline(nn.Module):
         self.trunk, self.dim = build_resnet(backbone, last_stride, pretrained, layer3_stride)
         self.neck = BNNeck(self.dim, num_classes)
 
-    def frame_maps(self, clips: torch.Tensor) -> torch.Tensor:
-        """Backbone feature maps of every frame: [B*T, C, h, w]."""
-        b, t = clips.shape[:2]
-        return self.trunk(self.normalize(clips.flatten(0, 1)))
-
     def forward(self, clips: torch.Tensor) -> dict:
         b, t = clips.shape[:2]
-        maps = self.frame_maps(clips)
+        maps = self.frame_maps(clips.flatten(0, 1))
         feat = maps.mean(dim=(2, 3)).view(b, t, -1).mean(dim=1)
         emb, logits = self.neck(feat)
         return {"features": {"global": feat}, "logits": {"global": logits}, "embedding": {"global": emb}}

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from hspreid.models.backbone import build_resnet
+from hspreid.models.base import ReIDModel
 from hspreid.models.heads import BNNeck, Normalize
 
 
@@ -27,12 +28,14 @@ def visible_parts(part_logits: torch.Tensor) -> torch.Tensor:
     return hits[:, 1:]
 
 
-class ISP(nn.Module):
+class ISP(ReIDModel):
     """Clips [B,T,3,H,W] -> features/logits for the global, foreground and parts groups, part logits.
 
     Video clips are pooled over time after the per-frame features (temporal average pooling);
     the part logits keep one map per frame (``part_logits`` [B*T, K, h, w]) for the parsing loss.
     """
+
+    predicts_parsing = True
 
     def __init__(self, num_classes: int, num_parts: int = 7, backbone: str = "resnet50", last_stride: int = 1,
                  pretrained: str | None = None, layer3_stride: int = 2):
@@ -54,7 +57,7 @@ class ISP(nn.Module):
 
     def forward(self, clips: torch.Tensor) -> dict:
         b, t = clips.shape[:2]
-        maps = self.trunk(self.normalize(clips.flatten(0, 1)))             # M_g
+        maps = self.frame_maps(clips.flatten(0, 1))                         # M_g
         logits = self.part_classifier(maps)
         probs = logits.softmax(dim=1)                                      # eq. 5
         feats = {"global": maps.mean(dim=(2, 3)), **self.pool_parts(maps, probs)}

@@ -37,97 +37,23 @@ paper's stride 32.
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hspreid.errors import UserError
 from hspreid.models.backbone import build_resnet
+from hspreid.models.base import ReIDModel
 from hspreid.models.heads import BNNeck, Normalize
+from hspreid.partmaps import REGIONS, stripe_rows
 
-REGIONS = ("foreground", "head", "upper", "lower", "shoes")
-"""The five SPReID regions (SPReID footnote 2); label code: 0 background, 1..4 = head .. shoes."""
-IGNORE = 255
 REPRESENTATIONS = ("wfg", "wofg", "combined")
 FALLBACKS = ("stripes", "error")
 
-# LIP's 20 classes (SPReID footnote 1) -> the five-region code, as grouped by the official code:
-#  0 Background->0 | 1 Hat, 2 Hair, 4 Sunglasses, 13 Face -> 1 head
-#  3 Glove, 5 Upper-clothes, 6 Dress, 7 Coat, 10 Jumpsuits, 11 Scarf, 14 Left-arm, 15 Right-arm -> 2 upper body
-#  9 Pants, 12 Skirt, 16 Left-leg, 17 Right-leg -> 3 lower body | 8 Socks, 18 Left-shoe, 19 Right-shoe -> 4 shoes
-LIP_TO_REGIONS: tuple[int, ...] = (0, 1, 1, 2, 1, 2, 2, 2, 4, 3, 2, 2, 3, 1, 2, 2, 3, 3, 4, 4)
-
-HEIGHT_BANDS = (0.15, 0.5, 0.85)
-"""Row-fraction boundaries head | upper | lower | shoes used by :func:`fold_parts_by_height`."""
 STRIPE_BANDS = (1 / 7, 1 / 2, 6 / 7)
 """Row-fraction boundaries of the fallback prior (head ~1/7 of a standing person, hips at 1/2)."""
-
-
-# ----------------------------------------------------------------------------- label folding
-def _lookup_table(table: Sequence[int] | Mapping[int, int], unknown: int) -> torch.Tensor:
-    """Label -> region lookup of size >= 256; labels absent from ``table`` map to ``unknown``."""
-    pairs = table.items() if isinstance(table, Mapping) else enumerate(table)
-    pairs = [(int(k), int(v)) for k, v in pairs]
-    lut = torch.full((max([256] + [k + 1 for k, _ in pairs]),), unknown, dtype=torch.long)
-    for k, v in pairs:
-        lut[k] = v
-    return lut
-
-
-def fold_to_regions(labels: torch.Tensor | np.ndarray, table: Sequence[int] | Mapping[int, int] = LIP_TO_REGIONS,
-                    unknown: int = IGNORE) -> torch.Tensor | np.ndarray:
-    """Map any label set to the five-region code with ``table`` (label -> region; e.g. LIP_TO_REGIONS,
-    SPReID footnotes 1-2). Labels missing from the table become ``unknown`` (255: counted in no region).
-    Same shape and container type (tensor or array) as ``labels``; dtype uint8 if the values fit."""
-    is_np = isinstance(labels, np.ndarray)
-    lab = torch.as_tensor(np.asarray(labels) if is_np else labels).long()
-    if lab.numel() and int(lab.min()) < 0:
-        raise ValueError("fold_to_regions: labels must be non-negative")
-    lut = _lookup_table(table, unknown).to(lab.device)
-    out = torch.where(lab < len(lut), lut[lab.clamp_max(len(lut) - 1)], torch.full_like(lab, unknown))
-    out = out.to(torch.uint8) if 0 <= int(lut.min()) and int(lut.max()) < 256 else out
-    return out.numpy() if is_np else out
-
-
-def fold_probs_to_regions(probs: torch.Tensor, table: Sequence[int] = LIP_TO_REGIONS) -> torch.Tensor:
-    """Sum class probabilities [..., C, H, W] into the five regions [..., 5, H, W] (channel r = sum of the
-    classes that ``table`` sends to r; channel 0 background), as the official code groups LIP's softmax."""
-    if probs.shape[-3] != len(table):
-        raise ValueError(f"fold_probs_to_regions: {probs.shape[-3]} channels but a table of {len(table)} classes")
-    member = F.one_hot(torch.as_tensor(list(table), device=probs.device), len(REGIONS)).to(probs.dtype)  # [C, 5]
-    return torch.einsum("...chw,cr->...rhw", probs, member)
-
-
-def fold_parts_by_height(labels: torch.Tensor | np.ndarray, num_parts: int,
-                         bounds: Sequence[float] = HEIGHT_BANDS) -> torch.Tensor | np.ndarray:
-    """Map a K-part top-to-bottom label map [..., H, W] (0 background, 1..K-1 parts ordered top to bottom,
-    as the ISP / HCGA / SS-HSP parsers produce) to the five-region code, by height.
-
-    Rule: in every map, part k goes to the band holding its mean row fraction (pixel centres, (row+0.5)/H):
-    head below ``bounds[0]``, upper body below ``bounds[1]``, lower body below ``bounds[2]``, shoes
-    beyond. Per map, not per table, so that a crop that cuts the legs still sends the legs to
-    "lower". Background stays 0; values >= K (e.g. 255) are kept as they are (counted in no region).
-    """
-    if num_parts < 2:
-        raise ValueError("fold_parts_by_height: num_parts counts the background and must be at least 2")
-    is_np = isinstance(labels, np.ndarray)
-    lab = torch.as_tensor(np.asarray(labels) if is_np else labels).long()
-    h, w = lab.shape[-2:]
-    flat = lab.reshape(-1, h, w)
-    ids = torch.arange(1, num_parts, device=lab.device)
-    member = (flat[:, None] == ids[:, None, None]).float()                      # [N, K-1, H, W]
-    rows = (torch.arange(h, device=lab.device, dtype=torch.float32) + 0.5) / h
-    mean_row = (member.sum(3) * rows).sum(2) / member.sum((2, 3)).clamp_min(1)  # [N, K-1]
-    edges = torch.as_tensor(list(bounds), dtype=torch.float32, device=lab.device)
-    region = (mean_row[..., None] >= edges).sum(-1) + 1                         # [N, K-1] in 1..4
-    is_part = (flat >= 1) & (flat < num_parts)
-    mapped = torch.gather(region, 1, (flat.flatten(1) - 1).clamp(0, num_parts - 2)).view_as(flat)
-    out = torch.where(is_part, mapped, flat).view_as(lab)
-    out = out.to(torch.uint8) if out.numel() == 0 or int(out.max()) < 256 else out
-    return out.numpy() if is_np else out
 
 
 # ----------------------------------------------------------------------------- region maps and pooling
@@ -136,8 +62,7 @@ def stripe_prior(size: tuple[int, int], bounds: Sequence[float] = STRIPE_BANDS,
     """Fallback region maps [5, h, w] without a parser: foreground everywhere, parts as horizontal
     stripes cut at ``bounds`` (row fractions) -- a fixed prior in the spirit of ISP's stripe fallback."""
     h, w = size
-    rows = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h
-    band = (rows[:, None] >= torch.as_tensor(list(bounds), device=device)).sum(1) + 1   # [h] in 1..4
+    band = torch.as_tensor(stripe_rows(h, bounds=bounds), device=device)                 # [h] in 1..4
     parts = (band[None, :] == torch.arange(1, 5, device=device)[:, None]).float()     # [4, h]
     maps = torch.cat([torch.ones(1, h, device=device), parts])                        # [5, h]
     return maps[:, :, None].expand(5, h, w).contiguous()
@@ -225,7 +150,7 @@ class SPReIDNet(nn.Module):
         return spreid_descriptor(pooled, global_feat, self.with_foreground)
 
 
-class SPReID(nn.Module):
+class SPReID(ReIDModel):
     """Clips [B, T, 3, H, W] (+ parsing) -> SPReID features, logits and embeddings.
 
     Heads: ``"global"`` is the network of the chosen representation (for ``combined``: the w/fg
@@ -245,6 +170,7 @@ class SPReID(nn.Module):
         if fallback not in FALLBACKS:
             raise UserError(f"model.fallback: expected one of {FALLBACKS}, got {fallback!r}")
         self.representation, self.fallback = representation, fallback
+        self.requires_parsing = fallback == "error"
         variants = {"wfg": {"global": True}, "wofg": {"global": False},
                     "combined": {"global": True, "wofg": False}}[representation]
         self.nets = nn.ModuleDict({
@@ -255,7 +181,7 @@ class SPReID(nn.Module):
 
     def forward(self, clips: torch.Tensor, parsing: torch.Tensor | None = None) -> dict:
         b, t = clips.shape[:2]
-        if parsing is None and self.fallback == "error":
+        if parsing is None and self.requires_parsing:
             raise ValueError("SPReID: parsing maps are required (model.fallback is 'error')")
         if parsing is not None and tuple(parsing.shape[:2]) != (b, t):
             raise ValueError(f"parsing: leading dims {tuple(parsing.shape[:2])} do not match clips {(b, t)}")

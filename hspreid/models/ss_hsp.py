@@ -32,6 +32,7 @@ from torch import nn
 
 from hspreid.errors import UserError
 from hspreid.models.backbone import build_resnet
+from hspreid.models.base import ReIDModel
 from hspreid.models.heads import BNNeck, Normalize
 from hspreid.segmentation.model import read_segmenter_checkpoint, resize_frames
 from hspreid.segmentation.motion import combine_flows, coordinate_grid, part_flows
@@ -156,7 +157,7 @@ def clip_flows(seg: dict[str, torch.Tensor], b: int, t: int, grid: torch.Tensor)
     return torch.cat([disp, disp[:, -1:]], dim=1).flatten(0, 1)
 
 
-class SSHSP(nn.Module):
+class SSHSP(ReIDModel):
     """Clips [B, T, 3, H, W] (uint8) -> {"features", "logits", "embedding", "part_logits"}.
 
     ``features``: "global" (f~_g), "local" [B, K+1, D], "motion", "all" (their concatenation, for the
@@ -165,8 +166,6 @@ class SSHSP(nn.Module):
     ``segmenter``: the architecture of the segmentation module (:func:`segmenter_architecture`); the train
     stage fills it in from the pretrained ``segmenter.pt`` and loads its weights with :meth:`load_segmenter`.
     """
-
-    extra_inputs = ()
 
     def __init__(self, num_classes: int, backbone: str = "resnet50", last_stride: int = 1,
                  pretrained: str | None = None, layer3_stride: int = 2, feat_dim: int = 256, num_frames: int = 8,
@@ -219,7 +218,7 @@ class SSHSP(nn.Module):
         """Frame-level features {"global" [B*T, D], "local" [B*T, K+1, D], "motion" [B*T, D]} and masks."""
         b, t = clips.shape[:2]
         frames = clips.flatten(0, 1)
-        maps = self.trunk(self.normalize(frames))
+        maps = self.frame_maps(frames)
         feats = {"global": self.fc_global(maps.mean(dim=(2, 3)))}
         if self.segmenter is None:
             return feats, None

@@ -42,6 +42,7 @@ from torch import nn
 
 from hspreid.errors import UserError
 from hspreid.models.backbone import build_resnet
+from hspreid.models.base import ReIDModel
 from hspreid.models.heads import BNNeck, Normalize
 
 
@@ -158,7 +159,7 @@ def _out_channels(layer: nn.Sequential) -> int:
     return (block.bn3 if hasattr(block, "bn3") else block.bn2).num_features
 
 
-class SSN3D(nn.Module):
+class SSN3D(ReIDModel):
     """Clips [B, T, 3, H, W] (+ key points [B, T, N, 2|3]) -> SSN3D embedding and SSN outputs.
 
     Outputs: ``features["global"]`` / ``embedding["global"]`` the fused video feature [B, embed_dim]
@@ -225,7 +226,7 @@ class SSN3D(nn.Module):
                                       or keypoints.shape[-1] not in (2, 3)):
             raise ValueError(f"keypoints: expected [B, T, {self.num_parts}, 2|3] for clips {(b, t)}, "
                              f"got {tuple(keypoints.shape)}")
-        maps = self.trunk(self.normalize(clips.flatten(0, 1)))
+        maps = self.frame_maps(clips.flatten(0, 1))
         ssn = self.separate(maps, t, keypoints)
         parts = ssn["parts"].view(b, t, self.num_parts, self.channels, 3, 3).permute(0, 2, 3, 1, 4, 5)
         feat = self.fusion(self.blocks(parts))                                    # [B, embed_dim]

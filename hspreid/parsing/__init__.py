@@ -1,6 +1,5 @@
-"""ISP pseudo part labels: exact 1-D 2-means, masked batched k-means, per-identity cascaded clustering, part IoU."""
+"""ISP pseudo part labels: exact 1-D 2-means, masked batched k-means, per-identity cascaded clustering."""
 from .kmeans import batched_kmeans, kmeans_fit, kmeans_inertia, two_means_1d
-from .metrics import label_quality, part_iou
 from .pseudo_labels import cascaded_part_labels, identity_seed, label_identities, write_rows
 
 __all__ = [
@@ -10,8 +9,6 @@ __all__ = [
     "kmeans_fit",
     "kmeans_inertia",
     "label_identities",
-    "label_quality",
-    "part_iou",
     "two_means_1d",
     "write_rows",
 ]

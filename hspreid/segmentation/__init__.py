@@ -2,7 +2,6 @@
 Motion-supervised Co-part Segmentation: parts and their per-part affine motion are learnt by predicting
 the next frame of a tracklet.
 """
-from .evaluate import partition_scores, segmentation_quality, stripe_labels
 from .losses import (L1SSIMPyramidLoss, TPSTransform, VGGPerceptualLoss, build_reconstruction_loss,
                      concentration_loss, equivariance_loss, random_color, random_tps)
 from .model import BackgroundMotion, CoPartSegmenter, frames_to_tensor, load_segmenter
@@ -38,16 +37,13 @@ __all__ = [
     "load_segmenter",
     "part_flows",
     "part_labels",
-    "partition_scores",
     "pretrain_from_store",
     "pretrain_segmenter",
     "random_color",
     "random_tps",
     "save_checkpoint",
     "segment_store",
-    "segmentation_quality",
     "split_params",
-    "stripe_labels",
     "warp",
     "write_part_store",
 ]

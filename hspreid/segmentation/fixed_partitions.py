@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from hspreid.errors import UserError
-from hspreid.segmentation.evaluate import stripe_labels
+from hspreid.partmaps import stripe_labels
 
 PARTITIONS = ("ground_truth", "foreground", "stripes", "background")
 

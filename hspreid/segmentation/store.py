@@ -6,7 +6,7 @@ labels   uint8 [n, h, w]   argmax of the K+1 masks: 0 background, 1..K the learn
 rows     int64 [n]         the frame-store row of each map (0..n-1: every frame, train and test)
 attrs    num_parts, seg_size, model (checkpoint path), frames (frame store path), ... (the caller's)
 
-``hspreid.data.regions.ParsingStore`` reads it (``rows`` + ``labels``).
+A label-map store (:mod:`hspreid.data.label_maps`): ``LabelMaps`` reads it.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from hspreid.data.frames import FrameStore
+from hspreid.data.label_maps import write_label_maps
 from hspreid.errors import UserError
 from hspreid.segmentation.model import CoPartSegmenter, frames_to_tensor
 
@@ -71,6 +72,4 @@ def write_part_store(out: str | Path, blocks: Iterable[Block], count: int,
                      attrs: dict[str, Any] | Callable[[], dict[str, Any]]) -> tuple[int, int]:
     """Write ``count`` part maps from ``blocks`` (rows ascending) to ``out`` atomically; returns the map size.
     ``attrs`` may be a function, called once every block is written (e.g. for scores or timings)."""
-    from hspreid.data.regions import write_label_maps  # noqa: PLC0415  (regions -> models -> segmentation)
-
     return write_label_maps(out, blocks, count, attrs, "frames segmented")

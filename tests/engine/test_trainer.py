@@ -2,7 +2,9 @@ import pytest
 import torch
 
 from hspreid.data.datasets import AugmentConfig, TrainClips
-from hspreid.engine.trainer import TrainConfig, lr_factor, seed_everything, train
+from hspreid.engine.trainer import TrainConfig, lr_factor, train
+from hspreid.models import ReIDModel
+from hspreid.runtime import seed_everything
 from hspreid.losses import Criterion
 from hspreid.models import build_model
 
@@ -46,7 +48,7 @@ def test_checkpoint_of_another_configuration_is_ignored(tiny_mars, tmp_path):
     assert len(hist) == 1 and hist[0]["loss"] > 0  # trained again, not "already done"
 
 
-class Recorder(torch.nn.Module):
+class Recorder(ReIDModel):
     """Takes parsing maps and key points (as SPReID / SSN3D do) and records what each call received."""
 
     extra_inputs = ("parsing", "keypoints", "never_in_a_batch")

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hspreid.errors import UserError
-from hspreid.parsing import part_iou
+from hspreid.partmaps import part_iou
 from hspreid.parsing.coparse import (
     FALLBACKS,
     _patch_gram,

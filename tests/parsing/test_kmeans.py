@@ -8,7 +8,7 @@ from sklearn.cluster import KMeans
 
 from hspreid.errors import UserError
 from hspreid.parsing import batched_kmeans, kmeans_fit, kmeans_inertia, two_means_1d
-from hspreid.parsing.kmeans import _lloyd, sse_1d
+from hspreid.parsing.kmeans import sse_1d
 
 
 # ------------------------------------------------------------------------------- two_means_1d

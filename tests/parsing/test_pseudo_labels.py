@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from hspreid.errors import UserError
-from hspreid.parsing import cascaded_part_labels, label_identities, part_iou, write_rows
+from hspreid.parsing import cascaded_part_labels, label_identities, write_rows
+from hspreid.partmaps import part_iou
 
 K = 4   # background + 3 parts
 
@@ -177,41 +178,3 @@ def test_write_rows_runs():
 
 
 # ------------------------------------------------------------------------------- part_iou
-def test_part_iou_hungarian_permutation_and_fixed():
-    rng = np.random.default_rng(0)
-    gt = rng.integers(0, 4, (3, 8, 6))
-    perm = np.array([0, 3, 1, 2])                 # background stays 0, parts permuted
-    pred = perm[gt]
-    h = part_iou(pred, gt, 4)
-    assert h["mean_iou"] == 1.0 and h["mean_part_iou"] == 1.0 and h["foreground_iou"] == 1.0
-    assert h["mapping"] == {0: 0, 3: 1, 1: 2, 2: 3}
-    fx = part_iou(pred, gt, 4, match="fixed")
-    assert fx["background_iou"] == 1.0 and fx["foreground_iou"] == 1.0 and fx["mean_part_iou"] < 0.5
-
-
-def test_part_iou_hand_computed():
-    gt = np.array([[0, 0, 1, 1],
-                   [0, 2, 2, 1]])
-    pred = np.array([[0, 1, 1, 1],
-                     [0, 0, 2, 2]])
-    r = part_iou(pred, gt, 3, match="fixed")
-    # bg: inter {(0,0),(1,0)} = 2, union {(0,0),(0,1),(1,0),(1,1)} = 4
-    # part 1: inter {(0,2),(0,3)} = 2, union {(0,1),(0,2),(0,3),(1,3)} = 4
-    # part 2: inter {(1,2)} = 1, union {(1,1),(1,2),(1,3)} = 3
-    assert np.allclose(r["iou"], [0.5, 0.5, 1 / 3])
-    assert r["mean_part_iou"] == pytest.approx((0.5 + 1 / 3) / 2)
-    assert r["mean_iou"] == pytest.approx((0.5 + 0.5 + 1 / 3) / 3)
-    # foreground: pred fg {(0,1),(0,2),(0,3),(1,2),(1,3)}, gt fg {(0,2),(0,3),(1,1),(1,2),(1,3)}: 4 / 6
-    assert r["foreground_iou"] == pytest.approx(4 / 6)
-    assert r["pixel_accuracy"] == pytest.approx(5 / 8)
-    # a class absent from both is NaN and left out of the means
-    r = part_iou(np.zeros((2, 2)), np.zeros((2, 2)), 3)
-    assert r["background_iou"] == 1.0 and np.isnan(r["part_iou"]).all() and r["mean_iou"] == 1.0
-    # ignore_index and bad labels
-    g2 = gt.copy()
-    g2[0, 0] = 255
-    assert part_iou(pred, g2, 3, match="fixed", ignore_index=255)["iou"][0] == pytest.approx(1 / 3)
-    with pytest.raises(UserError):
-        part_iou(pred, gt + 5, 3)
-    with pytest.raises(UserError):
-        part_iou(pred, gt, 3, match="bogus")

@@ -6,7 +6,7 @@ import pytest
 import torch
 import zarr
 
-from hspreid.data.regions import ParsingStore
+from hspreid.data.label_maps import LabelMaps
 from hspreid.errors import UserError
 from hspreid.segmentation import load_segmenter
 from hspreid.segmentation.pretrain import TRAIN_DEFAULTS, model_defaults, split_params
@@ -48,7 +48,7 @@ def test_stage_trains_segments_every_frame_and_scores(tiny_mars, tmp_path):
     assert group.attrs["num_parts"] == 3 and group.attrs["seg_size"] == [32, 16]
     assert group.attrs["model"] == str(out / "segmenter.pt")
     assert not (out / "parsing.zarr.tmp").exists() and not list(out.glob(".*.tmp*"))
-    frames = ParsingStore(out / "parsing.zarr").read(np.array([0, n - 1]))   # readable as a parsing store
+    frames = LabelMaps(out / "parsing.zarr").read(np.array([0, n - 1]))   # readable as a parsing store
     from hspreid.data.frames import FrameStore
     expected = model.segment(FrameStore(tiny_mars["frames"]).read(np.array([0, n - 1])))["labels"].numpy()
     np.testing.assert_array_equal(frames, expected)                            # the maps are the model's

@@ -4,15 +4,13 @@ import json
 import cv2
 import numpy as np
 import pytest
-import torch
 import zarr
 from PIL import Image
-from torch import nn
 
 from hspreid.data.frames import FrameStore
-from hspreid.data.regions import ParsingStore, parser_blocks, resolve_table
+from hspreid.data.label_maps import LabelMaps
 from hspreid.errors import UserError
-from hspreid.models.spreid import HEIGHT_BANDS, LIP_TO_REGIONS
+from hspreid.partmaps import HEIGHT_BANDS, LIP_TO_REGIONS, resolve_table
 from stages import parse_frames
 
 
@@ -28,36 +26,13 @@ def test_oracle_maps_ground_truth_and_belongings(tiny_mars, tmp_path):
     masks = FrameStore(tiny_mars["frames"]).read(np.arange(len(tiny_mars["index"])), "masks")
     assert (masks == 5).any()                                   # the tiny set draws some bags
     assert _run(tiny_mars, tmp_path / "oracle.zarr", {"source": "oracle"}) == 0
-    store = ParsingStore(tmp_path / "oracle.zarr")
+    store = LabelMaps(tmp_path / "oracle.zarr")
     expected = np.where(masks == 5, 255, masks)
     assert np.array_equal(store.rows, np.arange(len(masks))) and np.array_equal(store.read(store.rows), expected)
     assert store.attrs["source"] == "oracle" and store.attrs["regions"][1:] == ["head", "upper", "lower", "shoes"]
     assert store.attrs["iou"] is None                           # the oracle is the reference itself
     assert _run(tiny_mars, tmp_path / "bags.zarr", {"source": "oracle", "belongings": 2}) == 0
-    assert np.array_equal(ParsingStore(tmp_path / "bags.zarr").read([3, 1]), np.where(masks == 5, 2, masks)[[3, 1]])
-
-
-class StripeParser(nn.Module):
-    """A fake ISP: K = 4 parts as horizontal bands of an 8 x 4 grid (rows 0-1, 2-4, 5-7), column 0 background."""
-
-    num_parts = 4
-
-    def forward(self, clips):
-        n = clips.shape[0] * clips.shape[1]
-        labels = torch.tensor([1, 1, 2, 2, 2, 3, 3, 3])[:, None].repeat(1, 4)
-        labels[:, 0] = 0
-        return {"part_logits": nn.functional.one_hot(labels, 4).permute(2, 0, 1).float().expand(n, -1, -1, -1)}
-
-
-def test_parser_parts_are_folded_by_height(tiny_mars):
-    rows = np.arange(5)
-    (got_rows, maps), = parser_blocks(StripeParser(), tiny_mars["frames"], rows, device=torch.device("cpu"))
-    assert np.array_equal(got_rows, rows) and maps.shape == (5, 8, 4) and maps.dtype == np.uint8
-    # mean row fractions 0.125, 0.44, 0.81 -> head, upper, lower (bands 0.15 | 0.5 | 0.85)
-    assert maps[0, :, 1].tolist() == [1, 1, 2, 2, 2, 3, 3, 3] and (maps[:, :, 0] == 0).all()
-    (_, shifted), = parser_blocks(StripeParser(), tiny_mars["frames"], rows, device=torch.device("cpu"),
-                                  bands=(0.1, 0.2, 0.3))
-    assert shifted[0, :, 1].tolist() == [2, 2, 4, 4, 4, 4, 4, 4]
+    assert np.array_equal(LabelMaps(tmp_path / "bags.zarr").read([3, 1]), np.where(masks == 5, 2, masks)[[3, 1]])
 
 
 def test_external_png_maps_with_the_lip_table(tiny_mars, tmp_path):
@@ -73,7 +48,7 @@ def test_external_png_maps_with_the_lip_table(tiny_mars, tmp_path):
             image.putpalette([v for i in range(256) for v in (i, 255 - i, 0)])
         image.save(png.with_suffix(".png"))
     assert _run(tiny_mars, tmp_path / "external.zarr", {"source": "external", "path": str(folder)}) == 0
-    store = ParsingStore(tmp_path / "external.zarr")
+    store = LabelMaps(tmp_path / "external.zarr")
     h, w = FrameStore(tiny_mars["frames"]).images.shape[1:3]
     assert store.size == (h, w) and store.attrs["source"] == "external"
     expected = cv2.resize(np.asarray(LIP_TO_REGIONS, np.uint8)[lip], (w, h), interpolation=cv2.INTER_NEAREST)
@@ -92,7 +67,7 @@ def test_external_zarr_by_rows_and_a_custom_table(tiny_mars, tmp_path):
     group.create_array("rows", data=np.arange(n)[::-1].copy())
     params = {"source": "external", "path": str(tmp_path / "maps.zarr"), "table": {"7": 3}}
     assert _run(tiny_mars, tmp_path / "ext.zarr", params) == 0
-    assert (ParsingStore(tmp_path / "ext.zarr").read(np.arange(n)) == 3).all()
+    assert (LabelMaps(tmp_path / "ext.zarr").read(np.arange(n)) == 3).all()
 
 
 def test_tables_and_unavailable_sources(tiny_mars, tmp_path):

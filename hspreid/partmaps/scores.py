@@ -1,0 +1,186 @@
+"""Scoring part label maps against ground-truth maps.
+
+Learned parts carry no names, so :func:`part_iou` matches them one-to-one to the ground-truth parts by the
+Hungarian method (background 0 never permuted); counts are summed over all pixels of all maps (data-set level
+IoU, as usual for parsing mIoU). :func:`segmentation_quality` puts a partition beside the baseline every part
+model must beat: K horizontal stripes (PCB). :class:`RegionIoU` scores five-region maps (fixed codes).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from hspreid.errors import UserError
+from hspreid.partmaps.grid import resize_nearest, stripe_labels
+from hspreid.partmaps.regions import IGNORE, REGION_NAMES
+
+
+def _rounded(value: float | None) -> float | None:
+    """A JSON-ready score: rounded to 4 places, None for a missing or undefined value."""
+    return None if value is None or not np.isfinite(value) else round(float(value), 4)
+
+
+MATCHES = ("hungarian", "fixed")
+
+
+def _iou_matrix(conf: np.ndarray) -> np.ndarray:
+    """IoU[p, g] of predicted label p vs ground-truth label g from a confusion matrix conf[p, g]."""
+    inter = conf.astype(np.float64)
+    union = conf.sum(1, keepdims=True) + conf.sum(0, keepdims=True) - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / union, np.nan)
+
+
+def part_iou(pred: np.ndarray, gt: np.ndarray, num_classes: int, *, match: str = "hungarian",
+             ignore_index: int | None = None) -> dict:
+    """IoU of N predicted label maps against N ground-truth maps (same shape, e.g. [N, h, w]).
+
+    Labels are ints in [0, num_classes); 0 is background in both and is never permuted. Counts are
+    accumulated over all pixels of all maps (dataset-level IoU, as usual for parsing mIoU), so a
+    class's IoU is ``sum intersection / sum union`` over the N maps. Ground-truth pixels equal to
+    ``ignore_index`` are skipped.
+
+    match:
+      * ``"hungarian"`` -- pseudo labels carry no semantic names, so predicted part labels
+        1..num_classes-1 are first matched one-to-one to ground-truth part labels maximising the
+        total IoU (``scipy.optimize.linear_sum_assignment``); background stays 0 -> 0.
+      * ``"fixed"`` -- label values are compared directly.
+
+    Returns a dict:
+      * ``iou`` [num_classes]: IoU per ground-truth class after matching, background at index 0
+        (NaN for a class absent from both prediction and ground truth);
+      * ``background_iou`` = iou[0]; ``part_iou`` = iou[1:];
+      * ``mean_part_iou``: mean of iou[1:] (background **excluded**, NaNs skipped);
+      * ``mean_iou``: mean of iou over all classes (background **included**, NaNs skipped);
+      * ``foreground_iou``: IoU of "any part" (label > 0) vs "any part" in the ground truth;
+      * ``pixel_accuracy``: fraction of (non-ignored) pixels with the matched label right;
+      * ``mapping``: {predicted label: ground-truth label} used (identity for "fixed");
+      * ``confusion`` [num_classes, num_classes]: pixel counts, rows = matched prediction, cols = gt.
+    """
+    if match not in MATCHES:
+        raise UserError(f"part_iou: match must be one of {MATCHES}, got {match!r}")
+    pred = np.asarray(pred)
+    gt = np.asarray(gt)
+    if pred.shape != gt.shape:
+        raise UserError(f"part_iou: prediction shape {pred.shape} != ground truth shape {gt.shape}")
+    K = int(num_classes)
+    if K < 2:
+        raise UserError(f"part_iou: num_classes must be >= 2, got {num_classes}")
+    p = pred.reshape(-1).astype(np.int64)
+    g = gt.reshape(-1).astype(np.int64)
+    if ignore_index is not None:
+        keep = g != ignore_index
+        p, g = p[keep], g[keep]
+    for name, v in (("prediction", p), ("ground truth", g)):
+        if v.size and (v.min() < 0 or v.max() >= K):
+            raise UserError(f"part_iou: {name} labels must be in [0, {K}), found [{v.min()}, {v.max()}]")
+    conf = np.bincount(p * K + g, minlength=K * K).reshape(K, K)
+
+    mapping = {i: i for i in range(K)}
+    if match == "hungarian" and K > 2:
+        iou_pg = np.nan_to_num(_iou_matrix(conf)[1:, 1:], nan=0.0)
+        rows, cols = linear_sum_assignment(-iou_pg)
+        mapping.update({int(r) + 1: int(c) + 1 for r, c in zip(rows, cols)})
+        perm = np.empty(K, np.int64)
+        for src, dst in mapping.items():
+            perm[dst] = src
+        conf = conf[perm]                                  # row i = the prediction matched to gt i
+    iou = np.diag(_iou_matrix(conf)).copy()
+    fg_conf = np.array([[conf[0, 0], conf[0, 1:].sum()], [conf[1:, 0].sum(), conf[1:, 1:].sum()]])
+    with np.errstate(invalid="ignore"):
+        part = iou[1:]
+        return {
+            "iou": iou,
+            "background_iou": float(iou[0]),
+            "part_iou": part,
+            "mean_part_iou": float(np.nanmean(part)) if np.isfinite(part).any() else float("nan"),
+            "mean_iou": float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"),
+            "foreground_iou": float(_iou_matrix(fg_conf)[1, 1]),
+            "pixel_accuracy": float(np.trace(conf) / conf.sum()) if conf.sum() else float("nan"),
+            "mapping": mapping,
+            "confusion": conf,
+        }
+
+
+def label_quality(labels: np.ndarray, masks: np.ndarray, num_parts: int) -> dict:
+    """Summary of :func:`part_iou` (Hungarian matching) of label maps [N, h, w] against ground-truth
+    masks [N, H, W], the masks nearest-resized to the label grid; JSON-ready, rounded to 4 places."""
+    h, w = labels.shape[1:]
+    masks = resize_nearest(masks, (h, w))
+    res = part_iou(labels, masks, num_classes=max(int(num_parts), int(masks.max(initial=0)) + 1), match="hungarian")
+    return {"mean_part_iou": _rounded(res["mean_part_iou"]), "foreground_iou": _rounded(res["foreground_iou"]),
+            "background_iou": _rounded(res["background_iou"]), "part_iou": [_rounded(v) for v in res["part_iou"]],
+            "mapping": {str(k): int(v) for k, v in res["mapping"].items()}, "ground_truth_grid": [h, w]}
+
+
+def partition_scores(labels: np.ndarray, truth: np.ndarray, num_parts: int) -> dict[str, Any]:
+    """Hungarian-matched IoU of part label maps (0 background, 1..num_parts) against ground-truth maps
+    (0 background, 1..G), counts summed over all pixels of all maps; JSON-ready, rounded to 4 places.
+
+    ``part_iou`` lists the ground-truth parts 1..G present in ``truth`` (the predicted part matched to each;
+    surplus predicted parts match nothing and count only against the foreground), ``mean_part_iou`` is their
+    mean, ``foreground_iou`` the IoU of "any part" against "any ground-truth part".
+    """
+    labels, truth = np.asarray(labels), np.asarray(truth)
+    if labels.shape != truth.shape:
+        raise UserError(f"partition_scores: labels {labels.shape} and ground truth {truth.shape} differ in shape")
+    g_max = int(truth.max(initial=0))
+    if int(labels.max(initial=0)) > num_parts:
+        raise UserError(f"partition_scores: labels go up to {int(labels.max())} > num_parts {num_parts}")
+    res = part_iou(labels, truth, num_classes=max(num_parts, g_max) + 1, match="hungarian")
+    counts = np.bincount(truth.reshape(-1).astype(np.int64), minlength=g_max + 1)
+    present = [g for g in range(1, g_max + 1) if counts[g] > 0]
+    per_part = {str(g): _rounded(res["iou"][g]) for g in present}
+    inverse = {gt: p for p, gt in res["mapping"].items() if p > 0}
+    return {"mean_part_iou": _rounded(float(np.mean([res["iou"][g] for g in present])) if present else float("nan")),
+            "part_iou": per_part, "foreground_iou": _rounded(res["foreground_iou"]),
+            "background_iou": _rounded(res["background_iou"]),
+            "matched_part": {str(g): int(inverse[g]) for g in present if g in inverse}}
+
+
+def segmentation_quality(labels: np.ndarray, masks: np.ndarray, num_parts: int) -> dict[str, Any]:
+    """Part maps [n, h, w] against ground-truth masks [n, H, W] (nearest-resized to h x w), beside the baselines:
+    {"frames", "grid", "model", "stripes" (K stripes of the whole image), "stripes_gt_foreground" (oracle: K
+    stripes of the ground-truth foreground), "stripes_model_foreground" (K stripes of the model's own foreground:
+    do the learned parts beat slicing their union by height?)}, each a :func:`partition_scores` dict."""
+    labels = np.asarray(labels)
+    truth = resize_nearest(masks, labels.shape[1:])
+    fg_truth, fg_model = truth > 0, labels > 0
+    return {
+        "frames": int(len(labels)), "grid": list(labels.shape[1:]),
+        "model": partition_scores(labels, truth, num_parts),
+        "stripes": partition_scores(stripe_labels(labels.shape, num_parts), truth, num_parts),
+        "stripes_gt_foreground": partition_scores(stripe_labels(labels.shape, num_parts, fg_truth), truth, num_parts),
+        "stripes_model_foreground": partition_scores(stripe_labels(labels.shape, num_parts, fg_model), truth,
+                                                     num_parts),
+    }
+
+
+class RegionIoU:
+    """Running per-region IoU of region maps against reference maps of the same code (255 in the
+    reference is left out), at the reference's size; a region absent from both counts as None."""
+
+    KEYS = (*REGION_NAMES, "foreground")
+
+    def __init__(self) -> None:
+        self.inter, self.union, self.frames = np.zeros(len(self.KEYS)), np.zeros(len(self.KEYS)), 0
+
+    def update(self, pred: np.ndarray, truth: np.ndarray) -> "RegionIoU":
+        if pred.shape != truth.shape:
+            pred = resize_nearest(pred, truth.shape[1:])
+        care = truth != IGNORE
+        for k, name in enumerate(self.KEYS):
+            is_p = ((pred >= 1) & (pred <= 4)) if name == "foreground" else pred == k
+            is_t = ((truth >= 1) & (truth <= 4)) if name == "foreground" else truth == k
+            self.inter[k] += np.count_nonzero(is_p & is_t & care)
+            self.union[k] += np.count_nonzero((is_p | is_t) & care)
+        self.frames += len(truth)
+        return self
+
+    def result(self) -> dict:
+        iou = {name: None if u == 0 else round(float(i / u), 4)
+               for name, i, u in zip(self.KEYS, self.inter, self.union)}
+        parts = [iou[n] for n in REGION_NAMES[1:] if iou[n] is not None]
+        return {"frames": self.frames, **iou, "mean_part_iou": round(float(np.mean(parts)), 4) if parts else None}

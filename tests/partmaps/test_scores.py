@@ -1,0 +1,76 @@
+"""Scoring part maps against ground truth beside the horizontal-stripe baseline."""
+import numpy as np
+import pytest
+
+from hspreid.errors import UserError
+from hspreid.partmaps import part_iou, partition_scores, segmentation_quality
+
+
+def test_partition_scores_match_parts_and_skip_absent_ground_truth_parts():
+    truth = np.zeros((1, 4, 4), np.uint8)
+    truth[0, 0:2, 1:3] = 1
+    truth[0, 2:4, 1:3] = 2                                # parts 1, 2 present; 3 never appears
+    pred = np.zeros_like(truth)
+    pred[0, 0:2, 1:3] = 3                                 # part names permuted
+    pred[0, 2:4, 1:3] = 1
+    pred[0, 2:4, 3] = 2                                   # a surplus part on the background
+    res = partition_scores(pred, truth, num_parts=3)
+    assert res["part_iou"] == {"1": 1.0, "2": 1.0} and res["mean_part_iou"] == 1.0
+    assert res["matched_part"] == {"1": 3, "2": 1}
+    assert res["foreground_iou"] == pytest.approx(8 / 10, abs=1e-4)
+    half = partition_scores(np.where(pred == 3, 0, pred), truth, num_parts=3)
+    assert half["mean_part_iou"] == 0.5 and half["part_iou"]["1"] == 0.0
+    with pytest.raises(UserError, match="num_parts"):
+        partition_scores(pred, truth, num_parts=2)
+
+
+def test_segmentation_quality_scores_model_and_baselines_on_the_label_grid():
+    truth = np.zeros((3, 8, 4), np.uint8)
+    truth[:, 1:4, 1:3], truth[:, 4:7, 1:3] = 1, 2
+    labels = truth[:, ::2, ::2].copy()                    # a perfect model at half the resolution
+    q = segmentation_quality(labels, truth, num_parts=2)
+    assert q["frames"] == 3 and q["grid"] == [4, 2]
+    assert q["model"]["mean_part_iou"] == 1.0 and q["model"]["foreground_iou"] == 1.0
+    assert q["stripes"]["foreground_iou"] < 1.0 and q["stripes"]["mean_part_iou"] < 1.0
+    assert q["stripes_gt_foreground"]["foreground_iou"] == 1.0
+    assert set(q) == {"frames", "grid", "model", "stripes", "stripes_gt_foreground", "stripes_model_foreground"}
+
+
+def test_part_iou_hungarian_permutation_and_fixed():
+    rng = np.random.default_rng(0)
+    gt = rng.integers(0, 4, (3, 8, 6))
+    perm = np.array([0, 3, 1, 2])                 # background stays 0, parts permuted
+    pred = perm[gt]
+    h = part_iou(pred, gt, 4)
+    assert h["mean_iou"] == 1.0 and h["mean_part_iou"] == 1.0 and h["foreground_iou"] == 1.0
+    assert h["mapping"] == {0: 0, 3: 1, 1: 2, 2: 3}
+    fx = part_iou(pred, gt, 4, match="fixed")
+    assert fx["background_iou"] == 1.0 and fx["foreground_iou"] == 1.0 and fx["mean_part_iou"] < 0.5
+
+
+def test_part_iou_hand_computed():
+    gt = np.array([[0, 0, 1, 1],
+                   [0, 2, 2, 1]])
+    pred = np.array([[0, 1, 1, 1],
+                     [0, 0, 2, 2]])
+    r = part_iou(pred, gt, 3, match="fixed")
+    # bg: inter {(0,0),(1,0)} = 2, union {(0,0),(0,1),(1,0),(1,1)} = 4
+    # part 1: inter {(0,2),(0,3)} = 2, union {(0,1),(0,2),(0,3),(1,3)} = 4
+    # part 2: inter {(1,2)} = 1, union {(1,1),(1,2),(1,3)} = 3
+    assert np.allclose(r["iou"], [0.5, 0.5, 1 / 3])
+    assert r["mean_part_iou"] == pytest.approx((0.5 + 1 / 3) / 2)
+    assert r["mean_iou"] == pytest.approx((0.5 + 0.5 + 1 / 3) / 3)
+    # foreground: pred fg {(0,1),(0,2),(0,3),(1,2),(1,3)}, gt fg {(0,2),(0,3),(1,1),(1,2),(1,3)}: 4 / 6
+    assert r["foreground_iou"] == pytest.approx(4 / 6)
+    assert r["pixel_accuracy"] == pytest.approx(5 / 8)
+    # a class absent from both is NaN and left out of the means
+    r = part_iou(np.zeros((2, 2)), np.zeros((2, 2)), 3)
+    assert r["background_iou"] == 1.0 and np.isnan(r["part_iou"]).all() and r["mean_iou"] == 1.0
+    # ignore_index and bad labels
+    g2 = gt.copy()
+    g2[0, 0] = 255
+    assert part_iou(pred, g2, 3, match="fixed", ignore_index=255)["iou"][0] == pytest.approx(1 / 3)
+    with pytest.raises(UserError):
+        part_iou(pred, gt + 5, 3)
+    with pytest.raises(UserError):
+        part_iou(pred, gt, 3, match="bogus")
