@@ -118,9 +118,47 @@ def test_mars_rejects_query_idx_out_of_range(tmp_path):
         read_dataset("mars", root)
 
 
+def one_line_error(kind: str, root: Path, **options) -> str:
+    """The message of the :class:`UserError` that reading ``root`` raises; it must be one line."""
+    with pytest.raises(UserError) as err:
+        read_dataset(kind, root, **options)
+    assert "\n" not in str(err.value)
+    return str(err.value)
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+@pytest.mark.parametrize("length", [0, 20, 128, "half", "all but 1"])
+@pytest.mark.parametrize("file, key", [("query_IDX.mat", "query_IDX"), ("tracks_test_info.mat", "track_test_info")])
+def test_mars_truncated_mat_is_one_line_naming_the_file(tmp_path, file, key, length, compressed):
+    """scipy raises MatReadError (0 bytes), IndexError (20), ValueError (the data cut), zlib.error (compressed)..."""
+    root = make_mars(tmp_path / "MARS", images=False)
+    path = root / "info" / file
+    scipy.io.savemat(str(path), {key: scipy.io.loadmat(str(path))[key]}, do_compression=compressed)
+    data = path.read_bytes()
+    cut = {"half": len(data) // 2, "all but 1": len(data) - 1}.get(length, length)
+    path.write_bytes(data[:cut])
+    message = one_line_error("mars", root)
+    assert message.startswith(f"{path}: ") and f"expected variable {key!r}" in message
+    if cut == 128:                                      # the header alone: readable, but holds nothing
+        assert "no variable" in message and "truncated?" in message
+    else:
+        assert f"not a readable MATLAB .mat file ({cut} bytes; " in message
+
+
+def test_mat_of_another_kind_names_the_variable_found(tmp_path):
+    root = make_ilidsvid(tmp_path / "ilids-vid")
+    path = root / "train-test people splits" / "train_test_splits_ilidsvid.mat"
+    write_mat(path, splits=np.ones((2, 4)))
+    assert one_line_error("ilidsvid", root) == (
+        f"{path}: no variable 'ls_set' (it holds splits); expected variable 'ls_set' (one row of 1-based person "
+        "indices per train/test split) as in the data set's original release; re-download or re-unpack it")
+    path.write_bytes(b"MATLAB 5.0 MAT-file" + bytes(range(256)) * 2)     # a v5 header, then garbage
+    assert one_line_error("ilidsvid", root).startswith(f"{path}: not a readable MATLAB .mat file (531 bytes; ")
+
+
 def test_mars_needs_no_image_files(tmp_path):
     """The reader works from info/ alone (it never opens or stats a frame): 3,000 tracklets x 20 frames."""
-    tracks = [("train" if i < 1000 else "test", f"{i % 600 + 1:04d}", i % 6 + 1, i, list(range(1, 21)))
+    tracks = [("train" if i < 1000 else "test", f"{i % 600 + 1:04d}", i // 600 % 6 + 1, i, list(range(1, 21)))
               for i in range(3000)]
     df = read_dataset("mars", make_mars(tmp_path / "MARS", tracks, query_idx=[1, 2, 3], images=False))
     assert len(df) == 60_000 and df["tracklet"].nunique() == 3000 and df["query"].sum() == 60
