@@ -112,6 +112,21 @@ def fraction_option(kind: str, name: str, value: Any) -> float:
     return float(value)
 
 
+def bool_option(kind: str, name: str, value: Any) -> bool:
+    """``value`` if it is a bool, else a :class:`UserError` naming the option."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise UserError(f"{kind}: option {name}={value!r} must be true or false")
+    return bool(value)
+
+
+def int_list_option(kind: str, name: str, value: Any) -> list[int]:
+    """``value`` as a non-empty list of ints, or a :class:`UserError` naming the option."""
+    if isinstance(value, (list, tuple)) and value and all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
+        return [int(v) for v in value]
+    raise UserError(f"{kind}: option {name}={value!r} must be a non-empty list of integers (or null: any)")
+
+
 def choice_option(kind: str, name: str, value: Any, choices: Sequence[str]) -> str:
     """``value`` if it is one of ``choices``, else a :class:`UserError` listing them."""
     if value not in choices:
