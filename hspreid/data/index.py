@@ -37,14 +37,16 @@ class DatasetIndexError(UserError):
     """A reader produced an index that breaks the contract."""
 
 
-def finalize_index(records: Iterable[dict] | pd.DataFrame, *, name: str = "dataset") -> pd.DataFrame:
+def finalize_index(records: Iterable[dict] | pd.DataFrame, *, name: str = "dataset",
+                   hint: str = "expected the data set's original query and gallery lists") -> pd.DataFrame:
     """Turn per-frame records into a valid index.
 
     Each record needs ``path, pid, camid, subset, query, gallery`` and a ``track_key`` (any hashable
     that is equal for the frames of one tracklet, unique across the data set) plus ``order`` (any
     sortable value giving the frame order inside the tracklet). ``finalize_index`` sorts tracklets
     deterministically (subset train first, then by ``track_key``), numbers tracklets and frames,
-    relabels train pids in sorted order, and validates the result.
+    relabels train pids in sorted order, validates the result and checks that it can be ranked
+    (:func:`check_rankable`; ``hint`` ends that message with what to do).
     """
     df = records.copy() if isinstance(records, pd.DataFrame) else pd.DataFrame.from_records(list(records))
     if df.empty:
@@ -76,6 +78,7 @@ def finalize_index(records: Iterable[dict] | pd.DataFrame, *, name: str = "datas
     df["query"] = df["query"].astype(bool)
     df["gallery"] = df["gallery"].astype(bool)
     validate_index(df, name=name)
+    check_rankable(df, name=name, hint=hint)
     return df
 
 
@@ -99,6 +102,33 @@ def validate_index(df: pd.DataFrame, *, name: str = "dataset") -> None:
     test = ~train
     if test.any() and not (df.loc[test, "query"] | df.loc[test, "gallery"]).all():
         raise DatasetIndexError(f"{name}: every test tracklet must be a query, a gallery item or both")
+
+
+def check_rankable(df: pd.DataFrame, *, name: str = "dataset", hint: str = "") -> None:
+    """Raise one :class:`DatasetIndexError` line unless some query can be scored at ``rank``.
+
+    Under the cross-camera protocol of every re-ID benchmark (``hspreid.eval.rank``: same identity and camera
+    is junk) a query counts only if a gallery tracklet of its identity comes from another camera; a data set
+    without one would train for nothing and fail at ``rank``. ``hint`` (what to do) ends the message.
+    """
+    t = df.drop_duplicates("tracklet")
+    test = t[t["subset"] == "test"]
+    query, gallery = test[test["query"]], test[test["gallery"]]
+    cameras = np.unique(test["camid"])
+    one_camera = f": only one camera (camid {cameras[0]}) has test tracklets, and the cross-camera protocol " \
+                 "needs >= 2" if len(cameras) == 1 else ""
+    if test.empty:
+        why = f"no test tracklet ({len(t)} train tracklets), so nothing to rank"
+    elif query.empty or gallery.empty:
+        n_test = f"{len(test)} test tracklet{'s' if len(test) > 1 else ''}"
+        why = f"{n_test} but {'no query' if query.empty else 'no gallery tracklet'}{one_camera}"
+    else:
+        pairs = query[["pid", "camid"]].merge(gallery[["pid", "camid"]], on="pid", suffixes=("_q", "_g"))
+        if (pairs["camid_q"] != pairs["camid_g"]).any():
+            return
+        why = (f"none of the {len(query)} queries has a gallery tracklet of its identity from another camera, "
+               f"so rank would skip them all{one_camera}")
+    raise DatasetIndexError(f"{name}: {why}; {hint}" if hint else f"{name}: {why}")
 
 
 def tracklet_table(df: pd.DataFrame) -> pd.DataFrame:

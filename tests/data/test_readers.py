@@ -118,9 +118,47 @@ def test_mars_rejects_query_idx_out_of_range(tmp_path):
         read_dataset("mars", root)
 
 
+def one_line_error(kind: str, root: Path, **options) -> str:
+    """The message of the :class:`UserError` that reading ``root`` raises; it must be one line."""
+    with pytest.raises(UserError) as err:
+        read_dataset(kind, root, **options)
+    assert "\n" not in str(err.value)
+    return str(err.value)
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+@pytest.mark.parametrize("length", [0, 20, 128, "half", "all but 1"])
+@pytest.mark.parametrize("file, key", [("query_IDX.mat", "query_IDX"), ("tracks_test_info.mat", "track_test_info")])
+def test_mars_truncated_mat_is_one_line_naming_the_file(tmp_path, file, key, length, compressed):
+    """scipy raises MatReadError (0 bytes), IndexError (20), ValueError (the data cut), zlib.error (compressed)..."""
+    root = make_mars(tmp_path / "MARS", images=False)
+    path = root / "info" / file
+    scipy.io.savemat(str(path), {key: scipy.io.loadmat(str(path))[key]}, do_compression=compressed)
+    data = path.read_bytes()
+    cut = {"half": len(data) // 2, "all but 1": len(data) - 1}.get(length, length)
+    path.write_bytes(data[:cut])
+    message = one_line_error("mars", root)
+    assert message.startswith(f"{path}: ") and f"expected variable {key!r}" in message
+    if cut == 128:                                      # the header alone: readable, but holds nothing
+        assert "no variable" in message and "truncated?" in message
+    else:
+        assert f"not a readable MATLAB .mat file ({cut} bytes; " in message
+
+
+def test_mat_of_another_kind_names_the_variable_found(tmp_path):
+    root = make_ilidsvid(tmp_path / "ilids-vid")
+    path = root / "train-test people splits" / "train_test_splits_ilidsvid.mat"
+    write_mat(path, splits=np.ones((2, 4)))
+    assert one_line_error("ilidsvid", root) == (
+        f"{path}: no variable 'ls_set' (it holds splits); expected variable 'ls_set' (one row of 1-based person "
+        "indices per train/test split) as in the data set's original release; re-download or re-unpack it")
+    path.write_bytes(b"MATLAB 5.0 MAT-file" + bytes(range(256)) * 2)     # a v5 header, then garbage
+    assert one_line_error("ilidsvid", root).startswith(f"{path}: not a readable MATLAB .mat file (531 bytes; ")
+
+
 def test_mars_needs_no_image_files(tmp_path):
     """The reader works from info/ alone (it never opens or stats a frame): 3,000 tracklets x 20 frames."""
-    tracks = [("train" if i < 1000 else "test", f"{i % 600 + 1:04d}", i % 6 + 1, i, list(range(1, 21)))
+    tracks = [("train" if i < 1000 else "test", f"{i % 600 + 1:04d}", i // 600 % 6 + 1, i, list(range(1, 21)))
               for i in range(3000)]
     df = read_dataset("mars", make_mars(tmp_path / "MARS", tracks, query_idx=[1, 2, 3], images=False))
     assert len(df) == 60_000 and df["tracklet"].nunique() == 3000 and df["query"].sum() == 60
@@ -382,7 +420,8 @@ def test_mot_tracklets_split_and_roles(tmp_path):
     df = read_dataset("mot", make_mot(tmp_path / "mot"), max_len=8)
     validate_index(df)
     assert df.attrs["cameras"] == ["cam_a", "cam_b"]
-    assert df.attrs["dropped"] == {"boxes_without_id": 3, "empty_boxes": 1, "short_tracklets": 2}
+    assert df.attrs["dropped"] == {"boxes_without_id": 3, "ignored_boxes": 0, "other_class_boxes": 0,
+                                   "low_visibility_boxes": 0, "empty_boxes": 1, "short_tracklets": 2}
     t = mot_tracklets(df)
     got = {(r.pid, r.camid, r.frames[0], len(r.frames)): (r.subset, r.query, r.gallery) for r in t.itertuples()}
     assert got == {
@@ -441,6 +480,83 @@ def test_mot_layout_and_options(tmp_path):
 def test_mot_train_fraction(tmp_path):
     df = read_dataset("mot", make_mot(tmp_path / "mot"), train_fraction=0.0, min_len=1)
     assert (df["subset"] == "test").all() and sorted(df["pid"].unique()) == [1, 2, 3, 4, 5]
+
+
+def add_mot_gt_rows(root: Path) -> None:
+    """MOT17-style ground-truth rows (conf, class, visibility) for ids 6..9, seen by both cameras, 6 frames each."""
+    rows = {6: ",1,1,0.9", 7: ",0,1,0.8", 8: ",0,7,1.0", 9: ",1,1,0.2"}   # pedestrian; ignored; static; occluded
+    for cam in ("cam_a", "cam_b"):
+        with (root / "boxes" / f"{cam}.txt").open("a") as fh:
+            fh.write("\n" + "\n".join(line for pid, extra in rows.items()
+                                       for line in mot_lines(pid, range(1, 7), extra=extra)))
+
+
+@pytest.mark.parametrize("options, kept, dropped", [
+    ({}, [6, 9], {"ignored_boxes": 24, "other_class_boxes": 0, "low_visibility_boxes": 0}),
+    ({"keep_ignored": True}, [6, 7, 9], {"ignored_boxes": 0, "other_class_boxes": 12, "low_visibility_boxes": 0}),
+    ({"keep_ignored": True, "classes": None}, [6, 7, 8, 9], {"ignored_boxes": 0, "other_class_boxes": 0,
+                                                             "low_visibility_boxes": 0}),
+    ({"keep_ignored": True, "classes": [1, 7], "min_visibility": 0.5}, [6, 7, 8],
+     {"ignored_boxes": 0, "other_class_boxes": 0, "low_visibility_boxes": 12}),
+])
+def test_mot_ignored_class_and_visibility_filters(tmp_path, options, kept, dropped):
+    """conf 0 (MOTChallenge's "ignore"), class != pedestrian and low visibility are dropped and counted;
+    the fixture's original rows (class and visibility -1: not given) are never dropped by these filters."""
+    root = make_mot(tmp_path / "mot")
+    add_mot_gt_rows(root)
+    df = read_dataset("mot", root, train_fraction=0.0, **options)
+    assert sorted(set(df["pid"]) - {1, 2, 3, 4, 5}) == kept
+    assert df.attrs["dropped"] == {"boxes_without_id": 3, **dropped, "empty_boxes": 1, "short_tracklets": 1}
+    assert df.attrs["options"]["keep_ignored"] == options.get("keep_ignored", False)
+
+
+def test_mot_filter_options_are_checked(tmp_path):
+    root = make_mot(tmp_path / "mot")
+    assert "keep_ignored=1 must be true or false" in one_line_error("mot", root, keep_ignored=1)
+    assert "classes=1 must be a non-empty list of integers" in one_line_error("mot", root, classes=1)
+    assert "classes=[] must be" in one_line_error("mot", root, classes=[])
+    assert "min_visibility=2 must be a number between 0 and 1" in one_line_error("mot", root, min_visibility=2)
+
+
+def test_mot_one_camera_fails_at_reading_not_at_rank(tmp_path):
+    root = make_mot(tmp_path / "mot")
+    (root / "boxes" / "cam_b.txt").unlink()
+    (root / "videos" / "cam_b.avi").unlink()
+    assert one_line_error("mot", root) == (
+        f"{root} (videos + MOT boxes): 3 test tracklets but no query: only one camera (camid 0) has test "
+        "tracklets, and the cross-camera protocol needs >= 2; add a second camera (only videos/cam_a.avi is "
+        "there): videos/<camera>.<ext> + boxes/<camera>.txt showing the same people under the same ids")
+
+
+@pytest.mark.parametrize("train_fraction, why", [
+    (1.0, ("no test tracklet (7 train tracklets), so nothing to rank; 2 of the 4 ids appear in >= 2 of the 2 "
+           "cameras and the test split is the last 0 sorted ids (reader.train_fraction=1.0)")),
+    (0.75, ("1 test tracklet but no query: only one camera (camid 1) has test tracklets, and the cross-camera "
+            "protocol needs >= 2; 2 of the 4 ids appear in >= 2 of the 2 cameras and the test split is the last 1 "
+            "sorted ids (reader.train_fraction=0.75)")),
+])
+def test_mot_split_without_queries(tmp_path, train_fraction, why):
+    root = make_mot(tmp_path / "mot")
+    assert one_line_error("mot", root, train_fraction=train_fraction) == (
+        f"{root} (videos + MOT boxes): {why}: give a person the same id in every box file, or lower "
+        "reader.train_fraction")
+
+
+def test_every_reader_checks_that_queries_can_be_ranked(tmp_path):
+    """The check sits in finalize_index: a MARS set whose queries have no gallery match in another camera."""
+    tracks = [("train", "0003", 1, 1, [1]), ("test", "0005", 1, 1, [1]), ("test", "0005", 1, 2, [2]),
+              ("test", "0007", 2, 1, [1])]
+    root = make_mars(tmp_path / "MARS", tracks, query_idx=[1], images=False)
+    assert one_line_error("mars", root) == (
+        f"{root} (MARS): none of the 1 queries has a gallery tracklet of its identity from another camera, so rank "
+        "would skip them all; expected the data set's original query and gallery lists")
+    tracks[2] = ("test", "0005", 2, 2, [2])                  # the same person seen by another camera: rankable
+    assert read_dataset("mars", make_mars(tmp_path / "MARS2", tracks, query_idx=[1], images=False))["query"].any()
+    market = tmp_path / "Market-1501"
+    make_image_folders(market, {**MARKET_FILES, "bounding_box_test": ["-1_c3s1_000001_01.jpg"]})   # junk only
+    assert one_line_error("market1501", market) == (
+        f"{market} (Market-1501): 2 test tracklets but no gallery tracklet; expected the data set's original query "
+        "and gallery lists")
 
 
 # --------------------------------------------------------------------------- errors common to all readers

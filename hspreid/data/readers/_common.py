@@ -65,14 +65,23 @@ def list_subdirs(path: Path) -> list[str]:
         return sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
 
 
-def load_mat(path: Path, key: str) -> np.ndarray:
-    """Variable ``key`` of a MATLAB v5 file, or a :class:`UserError` naming the file."""
+def load_mat(path: Path, key: str, what: str) -> np.ndarray:
+    """Variable ``key`` (described by ``what``) of a MATLAB v5 file.
+
+    Any failure to read the file -- scipy raises ``MatReadError``, ``IndexError``, ``ValueError``, ``zlib.error``,
+    ... on truncated or foreign files -- and a missing variable are one :class:`UserError` line naming the file.
+    """
+    expected = f"expected variable {key!r} ({what}) as in the data set's original release; re-download or re-unpack it"
     try:
-        mat = scipy.io.loadmat(str(path), variable_names=[key])
-    except (NotImplementedError, ValueError, OSError, TypeError) as exc:
-        raise UserError(f"{path}: cannot read it as a MATLAB .mat file holding {key!r} ({exc})") from exc
+        mat = scipy.io.loadmat(str(path))
+    except Exception as exc:  # whatever scipy raises, the file is unreadable: say which and why
+        size = f"{path.stat().st_size} bytes" if path.is_file() else "not a file"
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise UserError(f"{path}: not a readable MATLAB .mat file ({size}; {reason}); {expected}") from exc
     if key not in mat:
-        raise UserError(f"{path}: variable {key!r} not found; expected the original release of this file")
+        names = sorted(k for k in mat if not k.startswith("__"))
+        found = f"it holds {join_words(names)}" if names else "it holds no variable: truncated?"
+        raise UserError(f"{path}: no variable {key!r} ({found}); {expected}")
     return np.asarray(mat[key])
 
 
@@ -103,6 +112,21 @@ def fraction_option(kind: str, name: str, value: Any) -> float:
     return float(value)
 
 
+def bool_option(kind: str, name: str, value: Any) -> bool:
+    """``value`` if it is a bool, else a :class:`UserError` naming the option."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise UserError(f"{kind}: option {name}={value!r} must be true or false")
+    return bool(value)
+
+
+def int_list_option(kind: str, name: str, value: Any) -> list[int]:
+    """``value`` as a non-empty list of ints, or a :class:`UserError` naming the option."""
+    if isinstance(value, (list, tuple)) and value and all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
+        return [int(v) for v in value]
+    raise UserError(f"{kind}: option {name}={value!r} must be a non-empty list of integers (or null: any)")
+
+
 def choice_option(kind: str, name: str, value: Any, choices: Sequence[str]) -> str:
     """``value`` if it is one of ``choices``, else a :class:`UserError` listing them."""
     if value not in choices:
@@ -112,7 +136,8 @@ def choice_option(kind: str, name: str, value: Any, choices: Sequence[str]) -> s
 
 def split_row(kind: str, path: Path, split_id: int, n_items: int, item_name: str) -> tuple[np.ndarray, np.ndarray]:
     """0-based (test, train) item indices from row ``split_id`` of ``ls_set``: first half test, second train."""
-    ls_set = as_int_matrix(load_mat(path, "ls_set"), path, "ls_set")
+    ls_set = load_mat(path, "ls_set", "one row of 1-based person indices per train/test split")
+    ls_set = as_int_matrix(ls_set, path, "ls_set")
     if split_id >= ls_set.shape[0]:
         raise UserError(f"{kind}: option split_id={split_id} is out of range; {path} has {ls_set.shape[0]} splits "
                         f"(0..{ls_set.shape[0] - 1})")

@@ -31,7 +31,7 @@ def read_dukemtmc_videoreid(root: str | Path) -> pd.DataFrame:
     tracklets = [t for folder in FOLDERS for t in _folder_tracklets(base, folder, prefix)]
     records, empty = tracklets_to_records(tracklets)
     records["camid"], records["order"] = _parse_frames(records, root)
-    df = finalize_index(records, name=NAME)
+    df = finalize_index(records, name=f"{root} ({NAME})")
     df.attrs.update(dataset="dukemtmc_videoreid", dropped={"empty_tracklets": empty})
     return df
 

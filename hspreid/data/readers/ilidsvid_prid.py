@@ -74,6 +74,6 @@ def _two_camera_index(root: Path, cams: list[str], train: list[str], test: list[
                 tracklets.append(Tracklet(f"{cam}/{person}", list_files(root / cam / person), pid, camid, subset,
                                           query=is_test and camid == 0, gallery=is_test and camid == 1))
     records, empty = tracklets_to_records(tracklets)
-    df = finalize_index(records, name=name)
+    df = finalize_index(records, name=f"{root} ({name})")
     df.attrs.update(dataset=dataset, split_id=split_id, dropped={"empty_tracklets": empty})
     return df

@@ -41,7 +41,7 @@ def read_image_folders(root: str | Path, name: str, dataset: str, inners: Sequen
     records["path"] = prefix + records["path"]
     records["track_key"] = np.arange(len(records))   # listing order: train, query, gallery; names sorted
     records["order"] = 0
-    df = finalize_index(records, name=name)
+    df = finalize_index(records, name=f"{root} ({name})")
     df.attrs.update(dataset=dataset, dropped={"junk_images": int(junk.sum())})
     return df
 

@@ -28,10 +28,11 @@ def read_mars(root: str | Path) -> pd.DataFrame:
     root = Path(root)
     require_layout(root, NAME, LAYOUT)
     query_path = root / "info" / "query_IDX.mat"
-    query_rows = as_int_matrix(load_mat(query_path, "query_IDX"), query_path, "query_IDX").ravel() - 1
+    query_idx = load_mat(query_path, "query_IDX", "1-based rows of tracks_test_info.mat, one per query")
+    query_rows = as_int_matrix(query_idx, query_path, "query_IDX").ravel() - 1
     train, junk_train = _read_subset(root / "info", "train", None)
     test, junk_test = _read_subset(root / "info", "test", query_rows)
-    df = finalize_index(pd.concat([train, test], ignore_index=True), name=NAME)
+    df = finalize_index(pd.concat([train, test], ignore_index=True), name=f"{root} ({NAME})")
     df.attrs.update(dataset="mars", dropped={"junk_tracklets": junk_train + junk_test})
     return df
 
@@ -40,7 +41,8 @@ def _read_subset(info: Path, subset: str, query_rows: np.ndarray | None) -> tupl
     """Per-frame records of one subset's non-junk tracklets and the number of junk tracklets left out."""
     names = _read_names(info / f"{subset}_name.txt")
     track_path = info / f"tracks_{subset}_info.mat"
-    tracks = as_int_matrix(load_mat(track_path, f"track_{subset}_info"), track_path, f"track_{subset}_info", 4)
+    key = f"track_{subset}_info"
+    tracks = as_int_matrix(load_mat(track_path, key, "one [start, end, pid, cam] row per tracklet"), track_path, key, 4)
     _check_tracks(tracks, len(names), track_path)
     is_query = np.zeros(len(tracks), dtype=bool)
     if query_rows is not None:

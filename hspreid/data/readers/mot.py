@@ -1,5 +1,13 @@
 """Raw videos + MOT boxes: ``videos/<camera>.<ext>`` and ``boxes/<camera>.txt`` (``frame,id,x,y,w,h[,...]``).
 
+Box files follow MOTChallenge (Milan et al., MOT16, arXiv:1603.00831): ``frame, id, x, y, w, h, conf, class,
+visibility``, the last three optional. Boxes are dropped and counted in ``attrs["dropped"]``, in this order:
+no id (``id < 0``, detections), ``ignored_boxes`` (``conf`` exactly 0, ground truth's "ignore" flag; kept with
+``keep_ignored``), ``other_class_boxes`` (``class`` not in ``classes``, default pedestrians (1) only),
+``low_visibility_boxes`` (``visibility < min_visibility``, default 0: none) and empty boxes (no area). A class or
+visibility of -1 or a missing column means "not given" (MOT15 and tracker outputs write -1 there): never dropped.
+Ids must name the same person in every video (MOTChallenge ids are per sequence).
+
 Each video is a camera (camid = position of the camera name in sorted order). A tracklet is a run of one id in
 one video, cut where more than ``max_gap`` frames are missing and into pieces of at most ``max_len`` frames;
 pieces shorter than ``min_len`` are dropped and counted. The first ``train_fraction`` of the sorted ids train, the
@@ -11,6 +19,7 @@ box_h`` (the float MOT box rounded outwards); :func:`hspreid.data.loading.iter_f
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,26 +28,31 @@ import pandas as pd
 from hspreid.data.index import finalize_index
 from hspreid.errors import UserError
 
-from ._common import fraction_option, int_option, require_layout
+from ._common import bool_option, fraction_option, int_list_option, int_option, require_layout
 
 NAME = "videos + MOT boxes"
 LAYOUT = ["videos", "boxes"]
-MOT_COLUMNS = ["frame", "id", "x", "y", "w", "h"]
+MOT_COLUMNS = ["frame", "id", "x", "y", "w", "h", "conf", "class", "visibility"]
+PEDESTRIAN = 1  # MOT16's class ids: 1 pedestrian, 2 person on vehicle, 7 static person, 8 distractor, 12 reflection
 
 
 def read_mot(root: str | Path, *, max_gap: int = 5, max_len: int = 64, min_len: int = 4,
-             train_fraction: float = 0.5) -> pd.DataFrame:
+             train_fraction: float = 0.5, keep_ignored: bool = False, classes: Sequence[int] | None = (PEDESTRIAN,),
+             min_visibility: float = 0.0) -> pd.DataFrame:
     """The frame index of videos + MOT boxes (see the module docstring); drop counts in ``attrs["dropped"]``."""
     max_gap = int_option("mot", "max_gap", max_gap)
     max_len = int_option("mot", "max_len", max_len, minimum=1)
     min_len = int_option("mot", "min_len", min_len, minimum=1)
     train_fraction = fraction_option("mot", "train_fraction", train_fraction)
+    keep_ignored = bool_option("mot", "keep_ignored", keep_ignored)
+    classes = None if classes is None else int_list_option("mot", "classes", classes)
+    min_visibility = fraction_option("mot", "min_visibility", min_visibility)
     root = Path(root)
     require_layout(root, NAME, LAYOUT, note=", with one box file boxes/<camera>.txt per video videos/<camera>.<ext>")
     cameras = _pair_cameras(root)
     boxes = pd.concat([_read_boxes(root / "boxes" / f"{cam}.txt", camid) for camid, cam in enumerate(cameras)],
                       ignore_index=True)
-    boxes, dropped = _clean_boxes(boxes)
+    boxes, dropped = _clean_boxes(boxes, keep_ignored, classes, min_visibility)
     boxes["track"] = _cut_tracklets(boxes, max_gap, max_len)
     length = boxes.groupby("track")["frame"].transform("size")
     dropped["short_tracklets"] = int(boxes.loc[length < min_len, "track"].nunique())
@@ -46,9 +60,10 @@ def read_mot(root: str | Path, *, max_gap: int = 5, max_len: int = 64, min_len: 
     if boxes.empty:
         raise UserError(f"{root / 'boxes'}: no tracklet of at least min_len={min_len} frames")
     records = _records(boxes, cameras, train_fraction)
-    df = finalize_index(records, name=NAME)
+    df = finalize_index(records, name=f"{root} ({NAME})", hint=_rankable_hint(boxes, cameras, train_fraction))
     df.attrs.update(dataset="mot", cameras=list(cameras), dropped=dropped,
-                    options=dict(max_gap=max_gap, max_len=max_len, min_len=min_len, train_fraction=train_fraction))
+                    options=dict(max_gap=max_gap, max_len=max_len, min_len=min_len, train_fraction=train_fraction,
+                                 keep_ignored=keep_ignored, classes=classes, min_visibility=min_visibility))
     return df
 
 
@@ -75,7 +90,7 @@ def _pair_cameras(root: Path) -> dict[str, str]:
 
 
 def _read_boxes(path: Path, camid: int) -> pd.DataFrame:
-    """``frame, id, x, y, w, h`` of one MOT file (extra columns ignored) plus its ``camid``."""
+    """:data:`MOT_COLUMNS` of one MOT file (absent ones NaN, further ones ignored) plus its ``camid``."""
     try:
         raw = pd.read_csv(path, header=None, sep=",", skipinitialspace=True, dtype=float)
     except pd.errors.EmptyDataError:
@@ -84,9 +99,10 @@ def _read_boxes(path: Path, camid: int) -> pd.DataFrame:
         raise UserError(f"{path}: not a MOT box file ({exc}); expected lines frame,id,x,y,w,h[,conf,...]") from exc
     if raw.shape[1] < 6:
         raise UserError(f"{path}: {raw.shape[1]} columns; expected lines frame,id,x,y,w,h[,conf,...]")
-    raw = raw.iloc[:, :6].set_axis(MOT_COLUMNS, axis=1)
+    raw = raw.reindex(columns=range(len(MOT_COLUMNS))).set_axis(MOT_COLUMNS, axis=1)
     frame_id = raw[["frame", "id"]].to_numpy()
-    bad = raw.isna().any(axis=1).to_numpy() | (frame_id != np.round(frame_id)).any(axis=1) | (raw["frame"] < 1)
+    bad = (raw[MOT_COLUMNS[:6]].isna().any(axis=1).to_numpy() | (frame_id != np.round(frame_id)).any(axis=1)
+           | (raw["frame"] < 1))
     if bad.any():
         line = int(np.flatnonzero(bad)[0]) + 1
         raise UserError(f"{path}: line {line} is not frame,id,x,y,w,h with an integer frame >= 1 and integer id")
@@ -100,17 +116,30 @@ def _read_boxes(path: Path, camid: int) -> pd.DataFrame:
     return raw
 
 
-def _clean_boxes(boxes: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Integer boxes (rounded outwards); boxes with no id (< 0) or no area dropped and counted."""
+def _clean_boxes(boxes: pd.DataFrame, keep_ignored: bool, classes: list[int] | None,
+                 min_visibility: float) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Integer boxes (rounded outwards); the boxes the module docstring lists dropped, each counted once."""
     x0, y0 = np.floor(boxes["x"]), np.floor(boxes["y"])
     out = pd.DataFrame({"camid": boxes["camid"], "id": boxes["id"], "frame": boxes["frame"],
                         "box_x": x0.astype(np.int64), "box_y": y0.astype(np.int64),
                         "box_w": (np.ceil(boxes["x"] + boxes["w"]) - x0).astype(np.int64),
                         "box_h": (np.ceil(boxes["y"] + boxes["h"]) - y0).astype(np.int64)})
-    no_id = out["id"] < 0
-    empty = ~no_id & ((boxes["w"] <= 0) | (boxes["h"] <= 0))
-    out = out[~(no_id | empty)].sort_values(["camid", "id", "frame"], kind="stable").reset_index(drop=True)
-    return out, {"boxes_without_id": int(no_id.sum()), "empty_boxes": int(empty.sum())}
+    given = boxes[["class", "visibility"]].notna() & boxes[["class", "visibility"]].ne(-1)
+    reasons = {
+        "boxes_without_id": boxes["id"] < 0,
+        "ignored_boxes": (boxes["conf"] == 0) & (not keep_ignored),
+        "other_class_boxes": given["class"] & ~boxes["class"].isin(classes) if classes is not None else False,
+        "low_visibility_boxes": given["visibility"] & (boxes["visibility"] < min_visibility),
+        "empty_boxes": (boxes["w"] <= 0) | (boxes["h"] <= 0),
+    }
+    drop = np.zeros(len(boxes), dtype=bool)
+    dropped = {}
+    for reason, mask in reasons.items():
+        mask = np.asarray(mask, dtype=bool) & ~drop      # each box counted under its first reason only
+        dropped[reason] = int(mask.sum())
+        drop |= mask
+    out = out[~drop].sort_values(["camid", "id", "frame"], kind="stable").reset_index(drop=True)
+    return out, dropped
 
 
 def _cut_tracklets(boxes: pd.DataFrame, max_gap: int, max_len: int) -> np.ndarray:
@@ -121,6 +150,18 @@ def _cut_tracklets(boxes: pd.DataFrame, max_gap: int, max_len: int) -> np.ndarra
     run = np.cumsum(new_run) - 1
     pos_in_run = np.arange(len(run)) - np.flatnonzero(new_run)[run]
     return np.cumsum(new_run | (pos_in_run % max_len == 0)) - 1
+
+
+def _rankable_hint(boxes: pd.DataFrame, cameras: dict[str, str], train_fraction: float) -> str:
+    """What to do when the split leaves nothing to rank (the end of :func:`check_rankable`'s message)."""
+    if len(cameras) == 1:
+        return (f"add a second camera (only {next(iter(cameras.values()))} is there): videos/<camera>.<ext> + "
+                "boxes/<camera>.txt showing the same people under the same ids")
+    cams_per_id = boxes.groupby("id")["camid"].nunique()
+    n_test = len(cams_per_id) - int(len(cams_per_id) * train_fraction)
+    return (f"{int((cams_per_id >= 2).sum())} of the {len(cams_per_id)} ids appear in >= 2 of the {len(cameras)} "
+            f"cameras and the test split is the last {n_test} sorted ids (reader.train_fraction={train_fraction}): "
+            "give a person the same id in every box file, or lower reader.train_fraction")
 
 
 def _records(boxes: pd.DataFrame, cameras: dict[str, str], train_fraction: float) -> pd.DataFrame:

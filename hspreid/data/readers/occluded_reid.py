@@ -33,7 +33,7 @@ def read_occluded_reid(root: str | Path) -> pd.DataFrame:
     records["path"] = prefix + records["path"]
     records["track_key"] = np.arange(len(records))
     records["order"] = 0
-    df = finalize_index(records, name=NAME)
+    df = finalize_index(records, name=f"{root} ({NAME})")
     df.attrs.update(dataset="occluded_reid", dropped={})
     return df
 
