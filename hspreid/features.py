@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Literal
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,19 @@ from hspreid.models import ReIDModel
 log = logging.getLogger("hspreid.features")
 
 AGGREGATIONS = ("all", "evenly")
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """The ``features`` block: how test tracklets are embedded and stored."""
+
+    mode: Literal["all", "evenly"] = "all"   # see the module doc
+    clip_len: int = 32
+    evenly_frames: int = 15
+    frames_per_batch: int = 256
+    num_workers: int = 1
+    dtype: Literal["float32", "float16"] = "float32"   # on disk
+    parsing_frames: int = 2000   # test frames whose predicted parsing is scored (0: none)
 
 
 class _TrackletFrames(Dataset):

@@ -48,21 +48,6 @@ def parse_params(text: str) -> dict[str, Any]:
     return params
 
 
-def check_keys(params: dict[str, Any], allowed: set[str] | dict[str, Any], where: str) -> None:
-    """Reject unknown keys (a config typo) with a message naming the key and the allowed ones."""
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        raise UserError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(allowed)}")
-
-
-def typed_config(cls: type, values: dict[str, Any], where: str) -> Any:
-    """Build dataclass ``cls`` from a config block, naming any unknown key."""
-    import dataclasses
-
-    check_keys(values, {f.name for f in dataclasses.fields(cls)}, where)
-    return cls(**values)
-
-
 def use_torch_threads(threads: int | None) -> None:
     """``torch.set_num_threads(threads)`` (``None``: leave torch's default); a value below 1 is a user error."""
     if threads is None:

@@ -15,18 +15,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from hspreid.config import typed_config
 from hspreid.data.feature_store import write_features
 from hspreid.data.label_maps import LabelMaps
 from hspreid.errors import UserError
-from hspreid.features import extract_features
+from hspreid.features import FeatureConfig, extract_features
 from hspreid.models import load_model
 from hspreid.models.parsing import predicted_parsing_quality
 from hspreid.runtime import pick_device, seed_everything
-from hspreid.stage import check_keys, parse_params, run_stage, stage_parser
-
-DEFAULTS = {"mode": "all", "clip_len": 32, "evenly_frames": 15, "frames_per_batch": 256, "num_workers": 1,
-            "dtype": "float32", "parsing_frames": 2000}
-
+from hspreid.stage import parse_params, run_stage, stage_parser
 
 def parsing_summary(path: Path | None) -> dict | None:
     """Which parsing store the model read (store, source, its IoU against the ground truth), for metrics.json."""
@@ -49,27 +46,26 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         t0 = time.monotonic()
-        params = {**DEFAULTS, **parse_params(args.params)}
-        check_keys(params, DEFAULTS, "features")
+        cfg = typed_config(FeatureConfig, parse_params(args.params), "features")
         seed_everything(args.seed)
         model, ckpt = load_model(args.model)
         if args.parsing is None and model.requires_parsing:
             raise UserError(f"{args.model}: the model needs parsing maps (model.fallback 'error'); pass --parsing")
         index, device = pd.read_parquet(args.index), pick_device(args.device)
-        feats = extract_features(model, args.frames, index, device=device,
-                                 mode=params["mode"], clip_len=params["clip_len"],
-                                 evenly_frames=params["evenly_frames"], frames_per_batch=params["frames_per_batch"],
-                                 num_workers=params["num_workers"], parsing=args.parsing)
+        feats = extract_features(model, args.frames, index, device=device, mode=cfg.mode, clip_len=cfg.clip_len,
+                                 evenly_frames=cfg.evenly_frames, frames_per_batch=cfg.frames_per_batch,
+                                 num_workers=cfg.num_workers, parsing=args.parsing)
         seconds = {**ckpt.get("stage_seconds", {}), "extract_features": round(time.monotonic() - t0, 2)}
-        write_features(args.output, feats, dtype=params["dtype"],
-                       attrs={"aggregation": {k: params[k] for k in ("mode", "clip_len", "evenly_frames")},
+        write_features(args.output, feats, dtype=cfg.dtype,
+                       attrs={"aggregation": {"mode": cfg.mode, "clip_len": cfg.clip_len,
+                                              "evenly_frames": cfg.evenly_frames},
                               "model_config_hash": ckpt.get("config_hash"), "stage_seconds": seconds,
                               "rounds": ckpt.get("rounds", []), "parsing": parsing_summary(args.parsing),
                               "segmentation": ckpt.get("segmentation"),
                               "parsing_iou": predicted_parsing_quality(
                                   model, args.frames, index.index[index["subset"] == "test"].to_numpy(),
-                                  device=device, max_frames=params["parsing_frames"],
-                                  frames_per_batch=params["frames_per_batch"])})
+                                  device=device, max_frames=cfg.parsing_frames,
+                                  frames_per_batch=cfg.frames_per_batch)})
 
     return run_stage("extract_features", args, body)
 

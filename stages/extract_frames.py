@@ -9,11 +9,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from hspreid.config import check_keys
 from hspreid.data.frames import write_frame_store
 from hspreid.data.loading import attach_ground_truth
 from hspreid.data.readers import READERS, read_dataset
 from hspreid.io import atomic_file, log
-from hspreid.stage import check_keys, parse_params, run_stage, stage_parser
+from hspreid.stage import parse_params, run_stage, stage_parser
 
 DEFAULTS = {"height": 256, "width": 128, "chunk_frames": 32, "compressor": "none", "on_error": "raise",
             "reader": {}}

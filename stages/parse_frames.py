@@ -19,23 +19,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hspreid.config import block_values, typed_config
 from hspreid.data.frames import FrameStore
-from hspreid.data.parsing_stores import external_blocks, oracle_blocks, scored, write_parsing_store
+from hspreid.data.parsing_stores import SOURCES, external_blocks, oracle_blocks, scored, write_parsing_store
 from hspreid.errors import UserError
 from hspreid.io import log
 from hspreid.models import load_model
 from hspreid.models.parsing import parser_blocks
-from hspreid.partmaps import HEIGHT_BANDS, IGNORE, RegionIoU, resolve_table
+from hspreid.partmaps import RegionIoU, resolve_table
 from hspreid.runtime import pick_device
-from hspreid.stage import check_keys, parse_params, run_stage, stage_parser
+from hspreid.stage import parse_params, run_stage, stage_parser
 
-SOURCES = {
-    "oracle": {"belongings": IGNORE},
-    "isp": {"bands": list(HEIGHT_BANDS), "frames_per_batch": 256},
-    "hcga": {"bands": list(HEIGHT_BANDS), "frames_per_batch": 256},
-    "external": {"path": None, "table": "lip"},
-    "ss_hsp": {"bands": list(HEIGHT_BANDS), "frames_per_batch": 256},
-}
 QUALITY_FRAMES = 2000  # about this many frames are scored against the ground truth, where it exists
 
 
@@ -44,8 +38,8 @@ def resolve_params(given: dict) -> dict:
     source = given.get("source")
     if source not in SOURCES:
         raise UserError(f"parsing.source: expected one of {sorted(SOURCES)}, got {source!r}")
-    params = {"source": source, **SOURCES[source], **given}
-    check_keys(params, {"source", *SOURCES[source]}, f"parsing.{source}")
+    options = {k: v for k, v in given.items() if k != "source"}
+    params = {"source": source, **block_values(typed_config(SOURCES[source], options, f"parsing.{source}"))}
     if source == "external" and not params["path"]:
         raise UserError("parsing.external.path: not set; name a directory of PNG label maps or a zarr store")
     return params

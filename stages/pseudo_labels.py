@@ -23,16 +23,16 @@ import pandas as pd
 import torch
 import zarr
 
-from hspreid.config import config_hash
+from hspreid.config import check_keys, config_hash
 from hspreid.data.frames import FrameStore
+from hspreid.errors import UserError
 from hspreid.io import Progress, atomic_dir, log
 from hspreid.models import load_model
-from hspreid.errors import UserError
 from hspreid.parsing import label_identities
 from hspreid.parsing.coparse import coparse_identities
 from hspreid.partmaps import label_quality
 from hspreid.runtime import pick_device, seed_everything
-from hspreid.stage import check_keys, parse_params, run_stage, stage_parser
+from hspreid.stage import parse_params, run_stage, stage_parser
 
 COMMON = {"mode": "kmeans", "num_parts": 7, "ids_per_batch": None, "frames_per_batch": 128}
 MODES = {

@@ -21,8 +21,8 @@ from hspreid import viz
 from hspreid.data.frames import FrameStore
 from hspreid.data.index import tracklet_table
 from hspreid.eval.ranking import rank_config, rank_feature_store
-from hspreid.runtime import pick_device
 from hspreid.io import atomic_file, log, write_json
+from hspreid.runtime import pick_device
 from hspreid.stage import parse_params, run_stage, stage_parser
 
 REPORTED_RANKS = (1, 5, 10, 20)

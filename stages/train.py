@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from hspreid.config import config_hash
+from hspreid.config import check_keys, config_hash, typed_config
 from hspreid.data.datasets import AugmentConfig, TrainClips
 from hspreid.data.frames import FrameStore
 from hspreid.data.keypoints import KeypointConfig, Keypoints, labelled_keypoints
@@ -31,7 +31,7 @@ from hspreid.models import ReIDModel, build_model, load_model, save_model
 from hspreid.models.parsing import predicted_parsing_quality
 from hspreid.models.ss_hsp import read_pretrained_segmenter
 from hspreid.runtime import pick_device, seed_everything
-from hspreid.stage import check_keys, parse_params, run_stage, stage_parser, typed_config
+from hspreid.stage import parse_params, run_stage, stage_parser
 
 
 def load_keypoints(block: dict | None, root: Path | None, index: pd.DataFrame) -> Keypoints | None:
@@ -41,9 +41,6 @@ def load_keypoints(block: dict | None, root: Path | None, index: pd.DataFrame) -
     cfg = typed_config(KeypointConfig, block, "keypoints")
     if root is None:
         raise UserError("keypoints: a keypoints block needs --keypoints-root (the data set's root)")
-    if isinstance(cfg.labelled_per_tracklet, bool) or not isinstance(cfg.labelled_per_tracklet, int) \
-            or cfg.labelled_per_tracklet < 0:
-        raise UserError(f"keypoints.labelled_per_tracklet: expected an integer >= 0, got {cfg.labelled_per_tracklet!r}")
     return labelled_keypoints(root, index, cfg)
 
 

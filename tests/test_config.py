@@ -37,3 +37,44 @@ def test_extends_merges_the_base_and_keeps_the_lineage():
         resolve_extends({"a": {"extends": "nope"}})
     with pytest.raises(UserError, match="cycle"):
         resolve_extends({"a": {"extends": "b"}, "b": {"extends": "a"}})
+
+
+def test_typed_config_checks_every_value_against_its_field_type():
+    import dataclasses
+    from typing import Literal
+
+    import pytest
+
+    from hspreid.config import block_values, typed_config
+    from hspreid.errors import UserError
+
+    @dataclasses.dataclass(frozen=True)
+    class Inner:
+        enabled: bool = False
+        lam: float = dataclasses.field(default=0.3, metadata={"key": "lambda"})
+
+    @dataclasses.dataclass(frozen=True)
+    class Block:
+        epochs: int = 3
+        lr: float = 0.1
+        area: tuple[float, float] = (0.0, 1.0)
+        milestones: list[int] = dataclasses.field(default_factory=lambda: [1, 2])
+        mode: Literal["all", "evenly"] = "all"
+        path: str | None = None
+        inner: Inner = Inner()
+
+    cfg = typed_config(Block, {"epochs": 5, "lr": 1, "area": [0.1, 0.2], "inner": {"lambda": 0.5}}, "train")
+    assert cfg.epochs == 5 and cfg.lr == 1 and cfg.area == [0.1, 0.2] and cfg.inner.lam == 0.5
+    assert block_values(cfg)["inner"] == {"enabled": False, "lambda": 0.5}
+    for block, line in [({"epochs": "two"}, "train.epochs: expected an integer, got 'two'"),
+                        ({"epochs": True}, "train.epochs: expected an integer, got True"),
+                        ({"lr": "0.5"}, "train.lr: expected a number, got '0.5'"),
+                        ({"area": [0.1]}, "train.area: expected a list, got [0.1]"),
+                        ({"milestones": [1, "x"]}, "train.milestones: expected a list, got [1, 'x']"),
+                        ({"mode": "every"}, "train.mode: expected 'all' or 'evenly', got 'every'"),
+                        ({"path": 3}, "train.path: expected a string or null, got 3"),
+                        ({"inner": {"enabled": "yes"}}, "train.inner.enabled: expected true or false, got 'yes'"),
+                        ({"epoch": 3}, "train: unknown key(s) ['epoch'] (did you mean 'epochs'?)")]:
+        with pytest.raises(UserError) as err:
+            typed_config(Block, block, "train")
+        assert str(err.value).startswith(line), str(err.value)

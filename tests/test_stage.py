@@ -4,8 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from hspreid.config import check_keys
 from hspreid.errors import UserError
-from hspreid.stage import check_keys, parse_params, run_stage, stage_parser
+from hspreid.stage import parse_params, run_stage, stage_parser
 
 
 def test_params_must_be_a_json_object():
@@ -16,9 +17,10 @@ def test_params_must_be_a_json_object():
         parse_params("[1]")
 
 
-def test_a_config_typo_names_the_key_and_the_allowed_ones():
-    with pytest.raises(UserError, match=r"train: unknown key\(s\) \['epoch'\]; expected some of \['epochs'\]"):
-        check_keys({"epoch": 3}, {"epochs"}, "train")
+def test_a_config_typo_names_the_key_the_nearest_and_the_allowed_ones():
+    with pytest.raises(UserError, match=r"train: unknown key\(s\) \['epoch'\] \(did you mean 'epochs'\?\); "
+                                        r"expected some of \['epochs', 'lr'\]"):
+        check_keys({"epoch": 3}, {"epochs", "lr"}, "train")
 
 
 def test_run_stage_sets_torch_threads_from_the_argument():

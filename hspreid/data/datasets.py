@@ -19,7 +19,7 @@ from hspreid.partmaps import resize_nearest
 IMAGENET_MEAN_U8 = np.array([0.485, 0.456, 0.406]) * 255
 
 
-@dataclass
+@dataclass(frozen=True)
 class AugmentConfig:
     """Clip-consistent augmentation: the same flip/crop/erase for every frame of a clip."""
 

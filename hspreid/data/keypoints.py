@@ -27,13 +27,18 @@ DEFAULT_JOINTS = ("head", "l_shoulder", "r_shoulder", "l_wrist", "r_wrist", "l_k
 SIDES = (("l_", "r_"), ("left_", "right_"))
 
 
-@dataclass
+@dataclass(frozen=True)
 class KeypointConfig:
     """The ``keypoints`` block of a method config (SSN3D semi-supervised)."""
 
     file: str | None = None                 # CSV; None = <data set root>/ground_truth/keypoints.csv
     joints: list[str] = field(default_factory=lambda: list(DEFAULT_JOINTS))   # part i = joint i
     labelled_per_tracklet: int = 2
+
+    def __post_init__(self) -> None:
+        if self.labelled_per_tracklet < 0:
+            raise UserError(f"keypoints.labelled_per_tracklet: expected an integer >= 0, "
+                            f"got {self.labelled_per_tracklet!r}")
 
 
 class Keypoints:

@@ -20,7 +20,9 @@ where the data set has ground-truth masks, the maps' per-region IoU against them
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -28,7 +30,37 @@ import pandas as pd
 from hspreid.data.frames import FrameStore
 from hspreid.data.label_maps import Block, write_label_maps
 from hspreid.errors import UserError
-from hspreid.partmaps import IGNORE, REGION_NAMES, RegionIoU, fold_to_regions, ground_truth_table, resize_nearest
+from hspreid.partmaps import (HEIGHT_BANDS, IGNORE, REGION_NAMES, RegionIoU, fold_to_regions, ground_truth_table,
+                              resize_nearest)
+
+# ----------------------------------------------------------------------------- source options
+@dataclass(frozen=True)
+class OracleSource:
+    """``parsing.oracle``: where the ground truth's belongings go (255: nowhere, 2: the upper body)."""
+
+    belongings: int = IGNORE
+
+
+@dataclass(frozen=True)
+class ParserSource:
+    """``parsing.isp`` / ``hcga`` / ``ss_hsp``: a trained parser's parts folded by height at ``bands``."""
+
+    bands: list[float] = field(default_factory=lambda: list(HEIGHT_BANDS))
+    frames_per_batch: int = 256
+
+
+@dataclass(frozen=True)
+class ExternalSource:
+    """``parsing.external``: any parser's label maps at ``path`` folded with ``table``."""
+
+    path: str | None = None
+    table: str | list[int] | dict[Any, int] = "lip"
+
+
+SOURCES: dict[str, type] = {"oracle": OracleSource, "isp": ParserSource, "hcga": ParserSource,
+                            "ss_hsp": ParserSource, "external": ExternalSource}
+"""Parsing sources and their option blocks."""
+
 
 # ----------------------------------------------------------------------------- sources
 def oracle_blocks(store: FrameStore, rows: np.ndarray, belongings: int = IGNORE,

@@ -19,7 +19,7 @@ from hspreid.models import ReIDModel
 log = logging.getLogger("hspreid.train")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """Optimisation settings (the ``train`` block of a method config)."""
 

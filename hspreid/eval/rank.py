@@ -27,6 +27,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
+from hspreid.errors import UserError
+
 from .distance import ArrayLike, as_float_tensor, block_distance, check_metric, prepare_gallery, resolve_device
 
 AP_MODES = ("non_interpolated", "trapezoid")
@@ -34,6 +36,10 @@ AP_MODES = ("non_interpolated", "trapezoid")
 _NEGATIVE, _POSITIVE, _JUNK = 0, 1, 2  # per (query, gallery) match codes
 
 DistanceFn = Callable[[np.ndarray], ArrayLike]
+
+
+class NoValidQuery(UserError, ValueError):
+    """No query has a true match the protocol keeps (a ValueError, as torchreid's evaluator raises)."""
 
 
 @dataclass
@@ -213,7 +219,8 @@ def _summarise(scores: QueryScores, max_rank: int) -> tuple[np.ndarray, float, f
     valid = scores.valid
     n_valid = int(valid.sum())
     if n_valid == 0:
-        raise ValueError("no valid query: no query identity appears in the gallery under another camera")
+        raise NoValidQuery("no valid query: no query identity appears in the gallery under another camera "
+                           "(check the protocol: rank.protocol torchreid removes same-camera matches)")
     first = np.minimum(scores.first_rank[valid], max_rank + 1)  # ranks beyond max_rank never count
     cmc = np.cumsum(np.bincount(first, minlength=max_rank + 2)[1 : max_rank + 1]) / n_valid
     return cmc, float(scores.ap[valid].mean()), float(scores.inp[valid].mean())

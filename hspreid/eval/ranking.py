@@ -2,26 +2,45 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 import torch
 
-from hspreid.errors import UserError
+from hspreid.config import block_values, typed_config
+from hspreid.data.feature_store import LABEL_KEYS, read_features
 
 from .part_distance import PartAwareDistance
 from .protocol import split_query_gallery
 from .rank import evaluate_features
 from .rerank import KReciprocalReranker
 
-RANK_DEFAULTS: dict[str, Any] = {
-    "protocol": "official", "distance": "global", "metric": "cosine", "components": None,
-    "ap": "non_interpolated", "max_rank": 50, "block": 256,
-    "rerank": {"enabled": False, "k1": 20, "k2": 6, "lambda": 0.3},
-}
-LABELS = ("pid", "camid", "query", "gallery", "tracklet", "num_frames")
+@dataclass(frozen=True)
+class RerankConfig:
+    """k-reciprocal re-ranking (Zhong et al. 2017): the ``rank.rerank`` block."""
+
+    enabled: bool = False
+    k1: int = 20
+    k2: int = 6
+    lambda_value: float = field(default=0.3, metadata={"key": "lambda"})
+
+
+@dataclass(frozen=True)
+class RankConfig:
+    """The ``rank`` block: protocol, distance, AP convention and re-ranking."""
+
+    protocol: str = "official"
+    distance: str = "global"
+    metric: str = "cosine"
+    components: list[str] | None = None
+    ap: str = "non_interpolated"
+    max_rank: int = 50
+    block: int = 256
+    rerank: RerankConfig = RerankConfig()
+
+
 
 
 @dataclass
@@ -39,23 +58,14 @@ class Ranking:
 
 
 def rank_config(params: dict[str, Any]) -> dict[str, Any]:
-    """Rank options over their defaults; unknown keys name themselves."""
-    unknown = sorted(set(params) - set(RANK_DEFAULTS))
-    if unknown:
-        raise UserError(f"rank: unknown key(s) {unknown}; expected some of {sorted(RANK_DEFAULTS)}")
-    rerank = {**RANK_DEFAULTS["rerank"], **(params.get("rerank") or {})}
-    bad = sorted(set(rerank) - set(RANK_DEFAULTS["rerank"]))
-    if bad:
-        raise UserError(f"rank.rerank: unknown key(s) {bad}; expected some of {sorted(RANK_DEFAULTS['rerank'])}")
-    return {**RANK_DEFAULTS, **params, "rerank": rerank}
+    """The ``rank`` block over :class:`RankConfig`'s defaults, as a mapping; a typo or a wrong type is named."""
+    return block_values(typed_config(RankConfig, params, "rank"))
 
 
 def rank_feature_store(path, cfg: dict[str, Any], device: str | torch.device = "cpu") -> tuple[Ranking, dict, dict]:
     """Read ``features.zarr`` row-wise (labels first, then only the query and gallery rows of
     each embedding) and rank it; returns (ranking, labels, store attrs)."""
-    from hspreid.data.feature_store import read_features
-
-    labels, attrs = read_features(path, names=list(LABELS))
+    labels, attrs = read_features(path, names=list(LABEL_KEYS))
     q_idx, g_idx = split_query_gallery(labels["query"], labels["gallery"], cfg["protocol"])
     query, _ = read_features(path, q_idx, names=list(attrs["embeddings"]), upcast=False)
     gallery, _ = read_features(path, g_idx, names=list(attrs["embeddings"]), upcast=False)

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from hspreid.config import check_keys
 from hspreid.data.frames import FrameStore
 from hspreid.data.index import tracklet_table
 from hspreid.errors import UserError
@@ -154,8 +155,6 @@ def model_defaults() -> dict[str, Any]:
 def split_params(params: dict[str, Any], where: str = "segmentation") -> tuple[dict[str, Any], dict[str, Any]]:
     """A method's ``segmentation:`` block -> (``CoPartSegmenter`` options: ``STAGE_MODEL_DEFAULTS`` and those
     given, training options with ``TRAIN_DEFAULTS`` filled in); an unknown key is named."""
-    from hspreid.stage import check_keys
-
     model_keys = model_defaults()
     check_keys(params, {*model_keys, *TRAIN_DEFAULTS}, where)
     model = {**STAGE_MODEL_DEFAULTS, **{k: v for k, v in params.items() if k in model_keys}}
