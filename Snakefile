@@ -19,12 +19,12 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/data.smk"
-include: "workflow/rules/train.smk"
-include: "workflow/rules/parsing.smk"
-include: "workflow/rules/regions.smk"
-include: "workflow/rules/ss_hsp.smk"
-include: "workflow/rules/eval.smk"
+include: "workflow/rules/frames.smk"
+include: "workflow/rules/segmenter.smk"
+include: "workflow/rules/pseudo_labels.smk"
+include: "workflow/rules/parsing_stores.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/metrics.smk"
 
 
 rule all:

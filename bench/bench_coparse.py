@@ -93,8 +93,10 @@ def loop_identity(f, pid: int, cams: np.ndarray, args):
     import torch
     from torch import nn
 
-    from hspreid.parsing.coparse import (background_consistency_loss, cplr, init_decoder, local_consistency_loss,
-                                         semantic_consistency_loss)
+    from hspreid.parsing.coparse_engine import init_decoder
+    from hspreid.parsing.coparse_losses import (background_consistency_loss, local_consistency_loss,
+                                                semantic_consistency_loss)
+    from hspreid.parsing.cplr import cplr
 
     p = init_decoder(pid, f.shape[1], hidden=args.hidden, out_channels=args.out_channels)
     convs = [nn.Conv2d(f.shape[1], args.hidden, 3, padding=1, bias=False),
@@ -123,7 +125,7 @@ def worker(kind: str, args) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
-    from hspreid.parsing.coparse import coparse_identities
+    from hspreid.parsing import CoparseOptions, coparse_identities
 
     counts = image_counts(MARKET_IDS, MARKET_MAPS)[: args.ids]
     n_maps = int(counts.sum())
@@ -143,10 +145,10 @@ def worker(kind: str, args) -> dict:
     else:
         def keep(st: dict) -> None:
             steps[st["pid"]] = st["steps"]
-        for rows, lab in coparse_identities(stream(counts, args, timer), 4, ids_per_batch=args.ids_per_batch,
-                                            min_labels=args.min_labels, max_steps=args.max_steps,
-                                            hidden=args.hidden, out_channels=args.out_channels, layer1=layer1,
-                                            on_stats=keep):
+        options = CoparseOptions(ids_per_batch=args.ids_per_batch, min_labels=args.min_labels,
+                                 max_steps=args.max_steps, hidden=args.hidden, out_channels=args.out_channels,
+                                 layer1=layer1)
+        for rows, lab in coparse_identities(stream(counts, args, timer), 4, options, on_stats=keep):
             labels[rows] = lab
     if args.device == "cuda":
         torch.cuda.synchronize()

@@ -149,7 +149,7 @@ def worker(kind: str, n_ids: int, args, out_dir: str) -> dict:
     from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(args.threads)
-    from hspreid.parsing import label_identities, write_rows
+    from hspreid.parsing import KMeansOptions, label_identities, write_rows
 
     counts = image_counts(MARKET_IDS, MARKET_MAPS)[:n_ids]
     n_maps = int(counts.sum())
@@ -164,11 +164,10 @@ def worker(kind: str, n_ids: int, args, out_dir: str) -> dict:
         meas = Measurement()
         cpu0 = time.process_time()
         if kind == "ours":
+            options = KMeansOptions(ids_per_batch=args.ids_per_batch, iters=args.iters, sharpen=args.sharpen,
+                                    init_sample=args.init_sample or None, max_points=args.max_points or None)
             for rows, lab in label_identities(stream(n_ids, counts, args.parts, args.device, timer), args.parts,
-                                              ids_per_batch=args.ids_per_batch, iters=args.iters,
-                                              sharpen=args.sharpen, init_sample=args.init_sample or None,
-                                              max_points=args.max_points or None,
-                                              device=args.device):
+                                              options, device=args.device):
                 write_rows(labels, rows, lab)
         else:
             for f, pids, rows in stream(n_ids, counts, args.parts, args.device, timer):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -109,9 +110,11 @@ def main() -> None:
             print(f"{label:<44}{r['seconds']:>9.2f}{r['peak_mb']:>10.0f}{100 * r['rank1']:>8.2f}{100 * r['mAP']:>8.2f}")
         if len(results) == 2:
             o, r = results["ours"], results["reference"]
+            same = abs(o["rank1"] - r["rank1"]) < 1e-6 and abs(o["mAP"] - r["mAP"]) < 1e-5
             print(f"ratio reference/ours: time {r['seconds'] / o['seconds']:.1f}x, peak memory "
-                  f"{r['peak_mb'] / o['peak_mb']:.1f}x; same R1/mAP: "
-                  f"{abs(o['rank1'] - r['rank1']) < 1e-6 and abs(o['mAP'] - r['mAP']) < 1e-5}")
+                  f"{r['peak_mb'] / o['peak_mb']:.1f}x; same R1/mAP: {'yes' if same else 'NO'}")
+            if not same:
+                sys.exit("bench_part_distance: ours and the reference disagree on R1/mAP")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 * :data:`PART_PALETTE` -- RGB colours for part label maps (0 background black, 1..5 head, upper
   body, lower body, shoes, belongings, 255 "ignore" grey, other labels cycling through 12 colours);
 * :func:`plot_cmc` -- CMC curve(s) as a fixed-size PNG (matplotlib, Agg canvas, no pyplot state);
+* :func:`plot_training` -- a model's training curves (loss terms, accuracy, learning rate per epoch);
 * :func:`pick_queries` -- a deterministic, difficulty-spread choice of queries to draw;
 * :func:`top_ranked` -- the top of each chosen query's ranking (stable sort, junk handled as the
   metric does), ready for :func:`ranked_list_image`;
@@ -132,6 +133,47 @@ def plot_cmc(cmc: np.ndarray | Mapping[str, np.ndarray], path: str | Path, *, ti
     ax.grid(True, alpha=0.3)
     if not single:
         ax.legend(loc="lower right", fontsize=9)
+    fig.tight_layout()
+    with atomic_file(path) as tmp:
+        fig.savefig(str(tmp), format="png", dpi=CMC_DPI)
+
+
+TRAINING_KEYS = ("epoch", "lr", "seconds", "acc", "loss")
+"""Keys of a training-history record that are not loss terms."""
+
+
+def plot_training(history: Sequence[Mapping[str, float]], path: str | Path, *, title: str) -> None:
+    """Training curves from a model's per-epoch history (``model.pt``'s ``history``): the total loss and each
+    loss term on the left, the batch identity accuracy and the learning rate on the right; a 720 x 450 PNG
+    written atomically. Epochs are counted over the whole history (rounds continue one another)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not history:
+        raise ValueError("plot_training: empty history")
+    epochs = np.arange(1, len(history) + 1)
+    terms = [k for k in history[0] if k not in TRAINING_KEYS]
+    fig = Figure(figsize=CMC_FIGSIZE, dpi=CMC_DPI)
+    FigureCanvasAgg(fig)
+    loss_ax, acc_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for key in ["loss", *terms]:
+        if all(key in r for r in history):
+            loss_ax.plot(epochs, [r[key] for r in history], lw=2.2 if key == "loss" else 1.2, label=key)
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("loss (mean over the epoch)")
+    loss_ax.legend(fontsize=8)
+    loss_ax.grid(True, alpha=0.3)
+    if all("acc" in r for r in history):
+        acc_ax.plot(epochs, [100 * r["acc"] for r in history], color="tab:green", lw=2, label="identity accuracy")
+    acc_ax.set_ylim(0, 101)
+    acc_ax.set_xlabel("epoch")
+    acc_ax.set_ylabel("training accuracy (%)")
+    acc_ax.grid(True, alpha=0.3)
+    if all("lr" in r for r in history):
+        lr_ax = acc_ax.twinx()
+        lr_ax.plot(epochs, [r["lr"] for r in history], color="tab:gray", lw=1, ls="--")
+        lr_ax.set_ylabel("learning rate (dashed)")
+    fig.suptitle(title)
     fig.tight_layout()
     with atomic_file(path) as tmp:
         fig.savefig(str(tmp), format="png", dpi=CMC_DPI)

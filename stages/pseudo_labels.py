@@ -21,49 +21,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import zarr
 
-from hspreid.config import check_keys, config_hash
+from hspreid.config import block_values, config_hash
 from hspreid.data.frames import FrameStore
-from hspreid.errors import UserError
-from hspreid.io import Progress, atomic_dir, log
+from hspreid.data.label_maps import write_label_maps
+from hspreid.io import Progress, log
 from hspreid.models import load_model
-from hspreid.parsing import label_identities
-from hspreid.parsing.coparse import coparse_identities
+from hspreid.parsing import PseudoLabelConfig, coparse_identities, label_identities, pseudo_label_config
 from hspreid.partmaps import label_quality
 from hspreid.runtime import pick_device, seed_everything
 from hspreid.stage import parse_params, run_stage, stage_parser
 
-COMMON = {"mode": "kmeans", "num_parts": 7, "ids_per_batch": None, "frames_per_batch": 128}
-MODES = {
-    "kmeans": {"sharpen": True, "iters": 20, "init": "kmeans++"},                   # ISP §3.2
-    "coparse": {"min_labels": 18, "max_steps": 32, "lambda_local": 2.0, "lambda_back": 1.0, "lr": 0.1,
-                "momentum": 0.9, "rule": "reference", "split": None},              # HCGA §III.B
-}
-IDS_PER_BATCH = {"kmeans": 64, "coparse": 16}
-
-
-def resolve_params(given: dict) -> dict:
-    """The stage's parameters: common keys plus those of the chosen mode; unknown keys are named."""
-    mode = given.get("mode", COMMON["mode"])
-    if mode not in MODES:
-        raise UserError(f"pseudo_labels.mode: expected one of {sorted(MODES)}, got {mode!r}")
-    params = {**COMMON, **MODES[mode], **given}
-    check_keys(params, {**COMMON, **MODES[mode]}, f"pseudo_labels (mode {mode})")
-    if params["ids_per_batch"] is None:
-        params["ids_per_batch"] = IDS_PER_BATCH[mode]
-    return params
-
-
-def labeller(chunks, params: dict, seed: int, device: torch.device, on_stats):
+def labeller(chunks, common: PseudoLabelConfig, options, seed: int, device: torch.device, on_stats):
     """(rows, labels) batches from the chosen mode's streaming labeller."""
-    opts = {k: params[k] for k in MODES[params["mode"]]}
-    if params["mode"] == "kmeans":
-        return label_identities(((m, p, r) for m, p, r, _ in chunks), params["num_parts"],
-                                ids_per_batch=params["ids_per_batch"], seed=seed, device=device,
-                                on_stats=on_stats, **opts)
-    return coparse_identities(chunks, params["num_parts"], ids_per_batch=params["ids_per_batch"], seed=seed,
-                              device=device, on_stats=on_stats, **opts)
+    if common.mode == "kmeans":
+        return label_identities(((m, p, r) for m, p, r, _ in chunks), common.num_parts, options, seed=seed,
+                                device=device, on_stats=on_stats)
+    return coparse_identities(chunks, common.num_parts, options, seed=seed, device=device, on_stats=on_stats)
 
 
 @torch.no_grad()
@@ -91,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         t0 = time.monotonic()
-        params = resolve_params(parse_params(args.params))
+        common, options = pseudo_label_config(parse_params(args.params))
+        params = {**block_values(common), **block_values(options)}   # recorded: every option, defaults filled in
         seed_everything(args.seed)
         device = pick_device(args.device)
         index = pd.read_parquet(args.index)
@@ -103,26 +78,22 @@ def main(argv: list[str] | None = None) -> int:
         model, ckpt = load_model(args.model)
         store = FrameStore(args.frames)
         progress = Progress(len(rows), "frames clustered")
-        chunks = feature_chunks(model, store, rows, pids, camids, device, params["frames_per_batch"], progress)
+        chunks = feature_chunks(model, store, rows, pids, camids, device, common.frames_per_batch, progress)
         fallbacks: Counter = Counter()
         on_stats = lambda st: fallbacks.update(st.get("fallbacks") or [])  # noqa: E731
-        with atomic_dir(args.output) as tmp:
-            group = zarr.open_group(str(tmp), mode="w")
-            labels = None
-            for got_rows, got in labeller(chunks, params, args.seed, device, on_stats):
-                if labels is None:
-                    labels = np.zeros((len(all_rows), *got.shape[1:]), np.uint8)
-                labels[np.searchsorted(all_rows, got_rows)] = got
-            group.create_array("rows", data=all_rows, chunks=(1 << 20,))
-            group.create_array("labels", data=labels, chunks=(min(4096, len(labels)), *labels.shape[1:]))
-            quality = None if store.masks is None else \
-                label_quality(labels, store.read(all_rows, "masks"), params["num_parts"])
-            group.attrs.update({"K": params["num_parts"], "round": args.round, "source_model": str(args.model),
-                                "frames": str(args.frames),
-                                "config_hash": config_hash({"params": params, "model": ckpt.get("config_hash")}),
-                                "label_names": ["background"] + [f"part {k}" for k in range(1, params["num_parts"])],
-                                "iou": quality, "mode": params["mode"], "fallbacks": dict(fallbacks),
-                                "seconds": round(time.monotonic() - t0, 2)})
+        labels = None
+        for got_rows, got in labeller(chunks, common, options, args.seed, device, on_stats):
+            if labels is None:
+                labels = np.zeros((len(all_rows), *got.shape[1:]), np.uint8)
+            labels[np.searchsorted(all_rows, got_rows)] = got
+        quality = None if store.masks is None else \
+            label_quality(labels, store.read(all_rows, "masks"), common.num_parts)
+        write_label_maps(args.output, [(all_rows, labels)], len(all_rows), {
+            "K": common.num_parts, "round": args.round, "source_model": str(args.model), "frames": str(args.frames),
+            "config_hash": config_hash({"params": params, "model": ckpt.get("config_hash")}),
+            "label_names": ["background"] + [f"part {k}" for k in range(1, common.num_parts)],
+            "iou": quality, "mode": common.mode, "fallbacks": dict(fallbacks),
+            "seconds": round(time.monotonic() - t0, 2)})
         if fallbacks:
             log.warning("identities with a fallback (counted per kind): %s", dict(fallbacks))
         log.info("round %d labels of %d frames (%s): IoU %s", args.round, len(all_rows), "x".join(map(str, labels.shape[1:])),

@@ -5,14 +5,17 @@
         --output results/mars/baseline/metrics.json --params '{"protocol": "official", "distance": "global"}'
 
 Writes, beside ``--output`` (metrics.json): ``cmc.csv`` (the full CMC curve), ``per_query.parquet``
-(pid, camid, AP, rank of the first true match per query), ``cmc.png``, ``ranked.png`` and
-``metrics.html`` (the headline numbers, for ``snakemake --report``).
+(pid, camid, AP, rank of the first true match per query), ``cmc.png``, ``ranked.png`` (the drawn queries'
+ranked lists, overlaid with the model's own part maps where it predicts parsing, else with the ground-truth
+parts where the data set has them), ``training.png`` (the model's training curves) and ``metrics.html``
+(the headline numbers, for ``snakemake --report``).
 """
 from __future__ import annotations
 
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -22,11 +25,13 @@ from hspreid.data.frames import FrameStore
 from hspreid.data.index import tracklet_table
 from hspreid.eval.ranking import rank_config, rank_feature_store
 from hspreid.io import atomic_file, log, write_json
+from hspreid.models import load_model
+from hspreid.models.parsing import predict_parsing
 from hspreid.runtime import pick_device
 from hspreid.stage import parse_params, run_stage, stage_parser
 
 REPORTED_RANKS = (1, 5, 10, 20)
-RUN_KEYS = ("dataset", "method", "config_hash")
+RUN_KEYS = ("dataset", "method", "config_hash", "trained_on")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--features", required=True, type=Path, help="features.zarr")
     p.add_argument("--frames", required=True, type=Path, help="frames.zarr (for the ranked-list picture)")
     p.add_argument("--index", required=True, type=Path, help="index.parquet (for the ranked-list picture)")
+    p.add_argument("--model", required=True, type=Path, help="the model.pt behind the features (its training "
+                   "curves, and its part maps in the ranked-list picture)")
     p.add_argument("--output", required=True, type=Path, help="metrics.json to write; the other outputs go beside it")
     p.add_argument("--device", default="cpu", help="where distances are computed: auto, cpu, cuda or cuda:N")
     p.add_argument("--queries-drawn", type=int, default=8, help="queries in ranked.png")
@@ -42,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         t0 = time.monotonic()
         params = parse_params(args.params)
-        run = {k: params.pop(k, None) for k in RUN_KEYS}
+        run = {k: params.pop(k) for k in RUN_KEYS if k in params}
         cfg = rank_config(params)
         ranking, feats, attrs = rank_feature_store(args.features, cfg, device=pick_device(args.device))
         cmc, out = ranking.cmc, args.output.parent
@@ -65,7 +72,14 @@ def main(argv: list[str] | None = None) -> int:
             ranking.per_query.to_parquet(tmp, index=False)
         title = f"{run['dataset']} / {run['method']}: R1 {100 * metrics['rank1']:.1f}%, mAP {100 * ranking.mAP:.1f}%"
         viz.plot_cmc(cmc, out / "cmc.png", title=title)
-        draw_ranked_lists(ranking, feats, args.frames, args.index, out / "ranked.png", args.queries_drawn)
+        model, ckpt = load_model(args.model)
+        viz.plot_training(ckpt["history"], out / "training.png",
+                          title=f"{run['dataset']} / {run['method']}: training ({args.model})")
+        parsing = None
+        if model.predicts_parsing:
+            device = pick_device(args.device)
+            parsing = lambda rows: predict_parsing(model, args.frames, rows, device=device)  # noqa: E731
+        draw_ranked_lists(ranking, feats, args.frames, args.index, out / "ranked.png", args.queries_drawn, parsing)
         with atomic_file(out / "metrics.html") as tmp:
             tmp.write_text(metrics_table(metrics))
         write_json(args.output, metrics)
@@ -88,15 +102,17 @@ def metrics_table(metrics: dict) -> str:
     return pd.DataFrame({"value": rows}).to_html(border=0)
 
 
-def draw_ranked_lists(ranking, feats: dict, frames: Path, index: Path, path: Path, count: int) -> None:
-    """ranked.png: the hardest, easiest and some middle queries with their top-10 gallery items."""
+def draw_ranked_lists(ranking, feats: dict, frames: Path, index: Path, path: Path, count: int,
+                      parsing: Callable[[np.ndarray], np.ndarray] | None) -> None:
+    """ranked.png: the hardest, easiest and some middle queries with their top-10 gallery items; ``parsing``
+    (frame rows -> part maps) overlays predicted parts, else the store's ground-truth masks are drawn."""
     sel = viz.pick_queries(ranking.per_query, count)
     q, g = ranking.q_idx[sel], ranking.g_idx
     ranked, matches, junk = viz.top_ranked(ranking.distance(sel), feats["pid"][q], feats["pid"][g],
                                            feats["camid"][q], feats["camid"][g], top=10)
     image = viz.ranked_list_image(FrameStore(frames), tracklet_table(pd.read_parquet(index)), feats["tracklet"][q],
                                   feats["tracklet"][g], ranked, matches, junk,
-                                  captions=viz.query_captions(ranking.per_query, sel))
+                                  captions=viz.query_captions(ranking.per_query, sel), parsing=parsing)
     viz.save_png(path, image)
 
 

@@ -34,7 +34,7 @@ from hspreid.runtime import pick_device, seed_everything
 from hspreid.stage import parse_params, run_stage, stage_parser
 
 
-def load_keypoints(block: dict | None, root: Path | None, index: pd.DataFrame) -> Keypoints | None:
+def keypoints_for(block: dict | None, root: Path | None, index: pd.DataFrame) -> Keypoints | None:
     """The labelled key points the ``keypoints`` block asks for (None: unsupervised, no key points)."""
     if block is None:
         return None
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         device = pick_device(args.device)
         tcfg = typed_config(TrainConfig, params.get("train", {}), "train")
         index = pd.read_parquet(args.index)
-        keypoints = load_keypoints(params.get("keypoints"), args.keypoints_root, index)
+        keypoints = keypoints_for(params.get("keypoints"), args.keypoints_root, index)
         dataset = TrainClips(args.frames, index, tcfg.num_frames,
                              typed_config(AugmentConfig, params.get("augment", {}), "augment"),
                              part_labels=args.part_labels, parsing=args.parsing, keypoints=keypoints)
@@ -98,9 +98,11 @@ def main(argv: list[str] | None = None) -> int:
             log.info("segmentation module from %s", params["segmenter"])
         check_extra_inputs(model, args.parsing, keypoints)
         rounds = []  # pseudo-label quality of every round so far, carried to metrics.json
+        earlier: list[dict] = []  # the earlier rounds' training history: a round continues the previous one
         if args.init:
             start, start_ckpt = load_model(args.init)
             rounds = list(start_ckpt.get("rounds", []))
+            earlier = list(start_ckpt.get("history", [])) if rounds else []
             own = model.state_dict()
             shared = {k: v for k, v in start.state_dict().items() if k in own and own[k].shape == v.shape}
             model.load_state_dict(shared, strict=False)
@@ -119,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             rounds.append({"round": label_attrs.get("round"), "pseudo_label_iou": label_attrs.get("iou"),
                            "parsing_iou": predicted_parsing_quality(model, args.frames, train_rows, device=device)})
         upstream = FrameStore(args.frames).attrs.get("summary", {})
-        save_model(args.output, model, model_cfg, dataset.num_classes, history=history, config_hash=run_hash,
-                   rounds=rounds, segmentation=segmenter and segmenter["summary"],
+        save_model(args.output, model, model_cfg, dataset.num_classes, history=earlier + history,
+                   config_hash=run_hash, rounds=rounds, segmentation=segmenter and segmenter["summary"],
                    stage_seconds={"extract_frames": upstream.get("wall_time_s"),
                                   "train": round(time.monotonic() - t0, 2)})
         args.checkpoint.unlink(missing_ok=True)

@@ -2,7 +2,7 @@
 
 The source is a CSV in the format of the synthetic ground truth (``ground_truth/keypoints.csv``: a
 ``path`` column, then ``<joint>_x, <joint>_y, <joint>_v`` per joint, in pixels of the image file,
-v > 0 visible; see :func:`hspreid.data.loading.load_keypoints`); a user's own file may list only the
+v > 0 visible; see :func:`load_keypoints`); a user's own file may list only the
 frames they labelled. Of every training tracklet, ``labelled_per_tracklet`` frames keep their key
 points (SSN3D: "we select two images with high-quality labels from each video tracklet"): the frames
 with the most visible chosen joints, spread evenly over the tracklet among equals. Coordinates become
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hspreid.data.loading import KEYPOINTS_FILE, _read_keypoint_table, _video_rows
+from hspreid.data.loading import video_rows
 from hspreid.errors import UserError
 
 log = logging.getLogger("hspreid.data")
@@ -25,6 +25,10 @@ log = logging.getLogger("hspreid.data")
 DEFAULT_JOINTS = ("head", "l_shoulder", "r_shoulder", "l_wrist", "r_wrist", "l_knee", "r_knee", "l_ankle", "r_ankle")
 """SSN3D's N = 9 parts: head, hands, knees and feet (the paper's labelled key points) plus the shoulders."""
 SIDES = (("l_", "r_"), ("left_", "right_"))
+
+
+KEYPOINTS_FILE = "ground_truth/keypoints.csv"
+"""Where a synthetic data set (or a user in the same format) keeps its key points, below the root."""
 
 
 @dataclass(frozen=True)
@@ -102,9 +106,9 @@ def labelled_keypoints(root: str | Path, index: pd.DataFrame, cfg: KeypointConfi
     """The key points of ``cfg.labelled_per_tracklet`` frames of every training tracklet of ``index``."""
     root = Path(root)
     path = Path(cfg.file) if cfg.file else root / KEYPOINTS_FILE
-    if _video_rows(index).any():
+    if video_rows(index).any():
         raise UserError(f"{path}: key points are supported for image frames only, not for videos + MOT boxes")
-    table, names = _read_keypoint_table(path)
+    table, names = read_keypoint_table(path)
     missing = [j for j in cfg.joints if j not in names]
     if missing or not cfg.joints:
         raise UserError(f"keypoints.joints: {missing or 'none given'} not among the joints of {path} ({names})")
@@ -124,3 +128,46 @@ def labelled_keypoints(root: str | Path, index: pd.DataFrame, cfg: KeypointConfi
     log.info("key points: %d labelled frames (%d per tracklet asked) of %d training frames, joints %s, from %s",
              len(chosen), cfg.labelled_per_tracklet, len(train), ",".join(cfg.joints), path)
     return Keypoints(train.index.to_numpy(np.int64)[chosen], points, list(cfg.joints))
+
+
+def load_keypoints(root: Path, index: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+    """Ground-truth keypoints ``[N, J, 3]`` float32 (x, y, v) aligned to the index rows, and the joint names.
+
+    ``root/ground_truth/keypoints.csv`` (as the synthetic generator writes it) has a header ``path`` then
+    ``<joint>_x, <joint>_y, <joint>_v`` per joint, one line per image: x/y in pixels of the image, v = 1 visible,
+    0 hidden. Lines for images not in the index (junk) are ignored; every index row needs a complete line.
+    """
+    path = Path(root) / KEYPOINTS_FILE
+    if video_rows(index).any():
+        raise UserError(f"{path}: ground-truth keypoints are supported for image frames only, not for "
+                        "videos + MOT boxes")
+    table, joints = read_keypoint_table(path)
+    missing = ~index["path"].isin(table.index)
+    if missing.any():
+        raise UserError(f"{path}: no keypoints for frame {index['path'][missing].iloc[0]} "
+                        f"({int(missing.sum())} of {len(index)} frames lack them)")
+    out = table.loc[index["path"]].to_numpy(np.float32).reshape(len(index), len(joints), 3)
+    if np.isnan(out).any():
+        bad = int(np.flatnonzero(np.isnan(out).any(axis=(1, 2)))[0])
+        raise UserError(f"{path}: frame {index['path'].iloc[bad]} has an empty or non-numeric keypoint value")
+    return out, joints
+
+
+def read_keypoint_table(path: Path) -> tuple[pd.DataFrame, list[str]]:
+    """The keypoint table indexed by path (numeric columns ``<joint>_x, _y, _v`` in order) and the joint names."""
+    if not path.is_file():
+        raise UserError(f"{path}: missing; expected a CSV with columns path, <joint>_x, <joint>_y, <joint>_v, ...")
+    try:
+        table = pd.read_csv(path, skipinitialspace=True)
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise UserError(f"{path}: not a CSV file ({exc})") from exc
+    cols = [c for c in table.columns if c != "path"]
+    joints = [c[:-2] for c in cols[::3]]
+    if "path" not in table.columns or not cols or cols != [f"{j}_{k}" for j in joints for k in "xyv"]:
+        raise UserError(f"{path}: columns {list(table.columns)[:7]}...; expected path, then <joint>_x, <joint>_y, "
+                        "<joint>_v for each joint")
+    if table["path"].duplicated().any():
+        raise UserError(f"{path}: frame {table['path'][table['path'].duplicated()].iloc[0]} appears twice")
+    values = table[cols].apply(pd.to_numeric, errors="coerce")
+    values.index = table["path"].astype(str)
+    return values, joints

@@ -1,7 +1,7 @@
 """Reading what the index points at: frame images (image files or crops of videos) and ground truth.
 
 :func:`iter_frame_images` decodes every row of an index in order. :func:`attach_ground_truth` adds the
-ground-truth part masks a data set may ship under ``ground_truth/masks/``; :func:`load_keypoints` reads
+ground-truth part masks a data set may ship under ``ground_truth/masks/``; :func:`hspreid.data.keypoints.load_keypoints` reads
 ``ground_truth/keypoints.csv``.
 """
 from __future__ import annotations
@@ -23,7 +23,6 @@ log = logging.getLogger("hspreid.data")
 ON_ERROR = ("raise", "skip")
 BOX_COLUMNS = ("video_frame", "box_x", "box_y", "box_w", "box_h")
 MASK_DIR = "ground_truth/masks"
-KEYPOINTS_FILE = "ground_truth/keypoints.csv"
 
 
 @dataclass
@@ -95,7 +94,7 @@ def _ordered_map(fn: Callable[[int], object], n: int, threads: int) -> Iterator[
             yield j, fut.result()
 
 
-def _video_rows(index: pd.DataFrame) -> np.ndarray:
+def video_rows(index: pd.DataFrame) -> np.ndarray:
     """Boolean mask of the rows that are crops of a video."""
     if not all(c in index.columns for c in BOX_COLUMNS):
         return np.zeros(len(index), dtype=bool)
@@ -104,7 +103,7 @@ def _video_rows(index: pd.DataFrame) -> np.ndarray:
 
 def _video_decoders(root: Path, index: pd.DataFrame) -> tuple[np.ndarray, list[_VideoCrops]]:
     """One sequential decoder per (video, subset) and, per row, the number of its decoder (-1: image file)."""
-    pos = np.flatnonzero(_video_rows(index))
+    pos = np.flatnonzero(video_rows(index))
     keys = index.iloc[pos][["path"] + (["subset"] if "subset" in index.columns else [])]
     codes = keys.groupby(list(keys.columns), sort=False).ngroup().to_numpy()
     decoder_of_row = np.full(len(index), -1, dtype=np.int64)
@@ -197,7 +196,7 @@ def attach_ground_truth(index: pd.DataFrame, root: Path) -> pd.DataFrame:
     root = Path(root)
     if not (root / MASK_DIR).is_dir():
         return index
-    if _video_rows(index).any():
+    if video_rows(index).any():
         raise UserError(f"{root / MASK_DIR}: ground-truth masks are supported for image frames only, not for "
                         "videos + MOT boxes")
     expected = MASK_DIR + "/" + index["path"].str.replace(r"\.[^./]*$", "", regex=True) + ".png"
@@ -218,46 +217,3 @@ def _files_below(root: Path, top: str) -> set[str]:
         rel = Path(dirpath).relative_to(root).as_posix()
         found.update(f"{rel}/{n}" for n in filenames)
     return found
-
-
-def load_keypoints(root: Path, index: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
-    """Ground-truth keypoints ``[N, J, 3]`` float32 (x, y, v) aligned to the index rows, and the joint names.
-
-    ``root/ground_truth/keypoints.csv`` (as the synthetic generator writes it) has a header ``path`` then
-    ``<joint>_x, <joint>_y, <joint>_v`` per joint, one line per image: x/y in pixels of the image, v = 1 visible,
-    0 hidden. Lines for images not in the index (junk) are ignored; every index row needs a complete line.
-    """
-    path = Path(root) / KEYPOINTS_FILE
-    if _video_rows(index).any():
-        raise UserError(f"{path}: ground-truth keypoints are supported for image frames only, not for "
-                        "videos + MOT boxes")
-    table, joints = _read_keypoint_table(path)
-    missing = ~index["path"].isin(table.index)
-    if missing.any():
-        raise UserError(f"{path}: no keypoints for frame {index['path'][missing].iloc[0]} "
-                        f"({int(missing.sum())} of {len(index)} frames lack them)")
-    out = table.loc[index["path"]].to_numpy(np.float32).reshape(len(index), len(joints), 3)
-    if np.isnan(out).any():
-        bad = int(np.flatnonzero(np.isnan(out).any(axis=(1, 2)))[0])
-        raise UserError(f"{path}: frame {index['path'].iloc[bad]} has an empty or non-numeric keypoint value")
-    return out, joints
-
-
-def _read_keypoint_table(path: Path) -> tuple[pd.DataFrame, list[str]]:
-    """The keypoint table indexed by path (numeric columns ``<joint>_x, _y, _v`` in order) and the joint names."""
-    if not path.is_file():
-        raise UserError(f"{path}: missing; expected a CSV with columns path, <joint>_x, <joint>_y, <joint>_v, ...")
-    try:
-        table = pd.read_csv(path, skipinitialspace=True)
-    except (ValueError, pd.errors.ParserError) as exc:
-        raise UserError(f"{path}: not a CSV file ({exc})") from exc
-    cols = [c for c in table.columns if c != "path"]
-    joints = [c[:-2] for c in cols[::3]]
-    if "path" not in table.columns or not cols or cols != [f"{j}_{k}" for j in joints for k in "xyv"]:
-        raise UserError(f"{path}: columns {list(table.columns)[:7]}...; expected path, then <joint>_x, <joint>_y, "
-                        "<joint>_v for each joint")
-    if table["path"].duplicated().any():
-        raise UserError(f"{path}: frame {table['path'][table['path'].duplicated()].iloc[0]} appears twice")
-    values = table[cols].apply(pd.to_numeric, errors="coerce")
-    values.index = table["path"].astype(str)
-    return values, joints

@@ -43,7 +43,10 @@ import torch
 
 from hspreid.errors import UserError
 
-from .kmeans import INITS, Workspace, kmeans_fit, sse_1d, two_means_1d
+from .identities import (batched, check_parts, identity_groups, identity_seed, per_map_arrays, pixel_major,
+                         sorted_rows, stats_table, stream_identities, take_rows)
+from .kmeans import Workspace, kmeans_fit, sse_1d, two_means_1d
+from .options import KMeansOptions
 
 log = logging.getLogger("hspreid.parsing")
 
@@ -52,24 +55,6 @@ _PAD_WASTE = 1.25          # k-means sub-batch: padded points <= 1.25 x real poi
 # On the CPU batching only saves Python overhead, while a big point matrix costs page faults and
 # cache misses: k-means sub-batches there hold at most this many (padded) points.
 _CPU_SUB_BATCH_POINTS = 1 << 16
-
-
-def identity_seed(seed: int, pid: int) -> int:
-    """The k-means seed of identity ``pid``: a fixed mix of the run seed and the pid."""
-    return (int(seed) * 0x9E3779B1 + int(pid) * 0x85EBCA6B + 0x27D4EB2F) % (2 ** 63 - 1)
-
-
-def _check_parts(num_parts: int) -> int:
-    if not isinstance(num_parts, (int, np.integer)) or not 2 <= int(num_parts) <= 256:
-        raise UserError(f"num_parts must be an int in [2, 256] (background + K-1 parts), got {num_parts!r}")
-    return int(num_parts)
-
-
-def _pixel_major(f: torch.Tensor) -> torch.Tensor | None:
-    """A [n*h*w, C] view of f [n, C, h, w] when f is channels_last-contiguous, else None."""
-    n, C, h, w = f.shape
-    v = f.permute(0, 2, 3, 1)
-    return v.view(n * h * w, C) if v.is_contiguous() else None
 
 
 def _norms(f: torch.Tensor, pm: torch.Tensor | None) -> torch.Tensor:
@@ -129,10 +114,9 @@ def _sub_batches(sizes: list[int], limit: int | None) -> list[list[int]]:
     return runs
 
 
-def _label_batch(items: list[tuple[int, torch.Tensor]], num_parts: int, *, sharpen: bool, iters: int,
-                 init: str, seed: int, spherical: bool, max_points: int | None, device: torch.device,
-                 ws: Workspace | None = None, tol: float = 1e-6,
-                 init_sample: int | None = None) -> tuple[list[torch.Tensor], list[dict]]:
+def _label_batch(items: list[tuple[int, torch.Tensor]], num_parts: int, opt: KMeansOptions, *, seed: int,
+                 device: torch.device, ws: Workspace | None = None,
+                 tol: float = 1e-6) -> tuple[list[torch.Tensor], list[dict]]:
     """Pseudo labels for a batch of identities ``[(pid, features [n_i, C, h, w]), ...]``.
 
     Returns (labels uint8 [n_i, h, w] on ``device`` for each item, per-identity stats dicts)."""
@@ -144,7 +128,7 @@ def _label_batch(items: list[tuple[int, torch.Tensor]], num_parts: int, *, sharp
         f = f.to(device, non_blocking=True)
         if not f.is_floating_point():
             f = f.float()
-        pm = _pixel_major(f)
+        pm = pixel_major(f)
         feats.append(f)
         pms.append(pm)
         norms.append(_norms(f, pm))
@@ -161,7 +145,7 @@ def _label_batch(items: list[tuple[int, torch.Tensor]], num_parts: int, *, sharp
         A = torch.zeros(len(ids), P, dtype=torch.float32, device=device)
         M = torch.zeros(len(ids), P, dtype=torch.bool, device=device)
         for r, i in enumerate(ids):
-            A[r, :npix[i]] = _activations(norms[i], sharpen)
+            A[r, :npix[i]] = _activations(norms[i], opt.sharpen)
             M[r, :npix[i]] = True
         finite = torch.isfinite(A).all(1).tolist()
         if not all(finite):
@@ -182,7 +166,7 @@ def _label_batch(items: list[tuple[int, torch.Tensor]], num_parts: int, *, sharp
     out = [torch.zeros(npix[i], dtype=torch.uint8, device=device) for i in range(G)]
 
     order = sorted(range(G), key=lambda i: (nfg[i], i))
-    limit = max_points
+    limit = opt.max_points
     if device.type == "cpu":
         limit = _CPU_SUB_BATCH_POINTS if limit is None else min(limit, _CPU_SUB_BATCH_POINTS)
     runs = [[order[r] for r in run if nfg[order[r]] > 0] for run in _sub_batches([nfg[i] for i in order], limit)]
@@ -206,8 +190,8 @@ def _label_batch(items: list[tuple[int, torch.Tensor]], num_parts: int, *, sharp
             R[b, :mi] = torch.div(ix % hw, w, rounding_mode="floor").float()
             mask[b, :mi] = True
         seeds = [identity_seed(seed, items[i][0]) for i in ids]
-        lab, _, inertia, n_iter = kmeans_fit(X, mask, K1, iters=iters, init=init, seed=seeds,
-                                             cosine=spherical, tol=tol, init_sample=init_sample,
+        lab, _, inertia, n_iter = kmeans_fit(X, mask, K1, iters=opt.iters, init=opt.init, seed=seeds,
+                                             cosine=opt.spherical, tol=tol, init_sample=opt.init_sample,
                                              prepared=True, xsq=xsq, workspace=ws)
         labc = lab.clamp(min=0)
         maskf = mask.float()
@@ -259,60 +243,8 @@ def _plan(sizes: list[int], ids_per_batch: int, max_points: int | None) -> list[
     return batches
 
 
-def identity_groups(pids: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], list[int]]:
-    """(distinct pids, each one's row positions, identity order by image count then pid)."""
-    uniq, inv = np.unique(pids, return_inverse=True)
-    groups = [np.flatnonzero(inv == u) for u in range(len(uniq))]
-    return uniq, groups, sorted(range(len(uniq)), key=lambda u: (len(groups[u]), u))
-
-
-def per_map_arrays(features: torch.Tensor, where: str, allow_empty: bool = True, **arrays) -> list[np.ndarray]:
-    """Check that ``features`` is a [N, C, h, w] tensor (non-empty unless ``allow_empty``) and that every
-    keyword array (pids, camids, ...) has one entry per map; return those arrays flat, as numpy."""
-    if not isinstance(features, torch.Tensor) or features.dim() != 4 or (not allow_empty and features.shape[0] == 0):
-        raise UserError(f"{where}: features must be a {'' if allow_empty else 'non-empty '}[N, C, h, w] tensor, "
-                        f"got {getattr(features, 'shape', type(features))}")
-    flat = [np.asarray(a.cpu() if isinstance(a, torch.Tensor) else a).reshape(-1) for a in arrays.values()]
-    for name, a in zip(arrays, flat):
-        if a.shape[0] != features.shape[0]:
-            raise UserError(f"{where}: {a.shape[0]} {name} for {features.shape[0]} feature maps")
-    return flat
-
-
-def _take(features: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
-    """features[rows]: a view when rows are a contiguous range, else a copy that keeps a
-    channels_last (pixel-major) layout if the input has one."""
-    a, b = int(rows[0]), int(rows[-1]) + 1
-    if b - a == len(rows) and np.array_equal(rows, np.arange(a, b)):
-        return features[a:b]
-    idx = torch.from_numpy(rows).to(features.device)
-    if _pixel_major(features) is not None:
-        return features.permute(0, 2, 3, 1).index_select(0, idx).permute(0, 3, 1, 2)
-    return features.index_select(0, idx)
-
-
-def _check_common(ids_per_batch, iters, init, max_points):
-    if int(ids_per_batch) < 1:
-        raise UserError(f"ids_per_batch must be >= 1, got {ids_per_batch}")
-    if int(iters) < 0:
-        raise UserError(f"iters must be >= 0, got {iters}")
-    if init not in INITS:
-        raise UserError(f"init must be one of {INITS}, got {init!r}")
-    if max_points is not None and int(max_points) < 1:
-        raise UserError(f"max_points must be >= 1 or None, got {max_points}")
-
-
-def _stats_table(stats: list[dict], K1: int) -> dict:
-    stats = sorted(stats, key=lambda s: s["pid"])
-    tab = {k: np.array([s[k] for s in stats]) for k in stats[0] if k not in ("part_sizes", "fallbacks")} if stats else {}
-    tab["part_sizes"] = np.stack([s["part_sizes"] for s in stats]) if stats else np.zeros((0, K1), np.int64)
-    return tab
-
-
-def cascaded_part_labels(features: torch.Tensor, pids, num_parts: int, *, sharpen: bool = False,
-                         iters: int = 20, init: str = "kmeans++", seed: int = 0, ids_per_batch: int = 64,
-                         max_points: int | None = None, return_stats: bool = False, spherical: bool = False,
-                         init_sample: int | None = 4096, device: torch.device | str | None = None):
+def cascaded_part_labels(features: torch.Tensor, pids, num_parts: int, options: KMeansOptions = KMeansOptions(), *,
+                         seed: int = 0, return_stats: bool = False, device: torch.device | str | None = None):
     """ISP pseudo part labels of N feature maps: features float [N, C, h, w], pids [N].
 
     Returns uint8 [N, h, w] on the features' device: 0 background, 1..num_parts-1 parts ordered top
@@ -322,15 +254,14 @@ def cascaded_part_labels(features: torch.Tensor, pids, num_parts: int, *, sharpe
     fg_sse (1-D 2-means SSE), part_inertia (k-means inertia on the normalised foreground
     features), part_sizes [n_ids, K-1] (pixels per part, top to bottom), n_iter.
 
-    ``init_sample``: k-means++ seeds are drawn from at most that many foreground pixels per
-    identity (None: all of them). Identities are processed ``ids_per_batch`` at a time (sorted by size); ``max_points`` further
-    caps a batch's padded pixel count (identities x largest identity's h*w*images). Computation
-    runs on ``device`` (default: the features' device -- CUDA features are clustered on the GPU).
-    An identity with a single image, with fewer foreground pixels than num_parts-1 or with constant
-    features gets valid labels and a warning on the ``hspreid.parsing`` logger.
+    ``options``: see :class:`~hspreid.parsing.options.KMeansOptions`. Identities are processed
+    ``ids_per_batch`` at a time (sorted by size); ``max_points`` further caps a batch's padded pixel count
+    (identities x largest identity's h*w*images). Computation runs on ``device`` (default: the features'
+    device -- CUDA features are clustered on the GPU). An identity with a single image, with fewer
+    foreground pixels than num_parts-1 or with constant features gets valid labels and a warning on the
+    ``hspreid.parsing`` logger.
     """
-    K = _check_parts(num_parts)
-    _check_common(ids_per_batch, iters, init, max_points)
+    K = check_parts(num_parts)
     pid_np, = per_map_arrays(features, "cascaded_part_labels", pids=pids)
     N, _, h, w = features.shape
     dev = torch.device(device) if device is not None else features.device
@@ -338,84 +269,28 @@ def cascaded_part_labels(features: torch.Tensor, pids, num_parts: int, *, sharpe
     uniq, groups, order = identity_groups(pid_np)
     all_stats = []
     ws = Workspace()
-    for batch in _plan([len(groups[u]) * h * w for u in order], int(ids_per_batch), max_points):
+    for batch in _plan([len(groups[u]) * h * w for u in order], options.ids_per_batch, options.max_points):
         us = [order[b] for b in batch]
-        items = [(int(uniq[u]), _take(features, groups[u])) for u in us]
-        labels, stats = _label_batch(items, K, sharpen=sharpen, iters=iters, init=init, seed=seed,
-                                     spherical=spherical, max_points=max_points, device=dev, ws=ws,
-                                     init_sample=init_sample)
+        items = [(int(uniq[u]), take_rows(features, groups[u])) for u in us]
+        labels, stats = _label_batch(items, K, options, seed=seed, device=dev, ws=ws)
         for u, lab in zip(us, labels):
             out[torch.from_numpy(groups[u]).to(out.device)] = lab.to(out.device)
         all_stats += stats
         del items, labels
     if return_stats:
-        return out, _stats_table(all_stats, K - 1)
+        return out, stats_table(all_stats, K)
     return out
 
 
-def stream_identities(chunks: Iterable[tuple], what: str, names: tuple[str, ...] = ("pids", "rows")
-                      ) -> Iterator[tuple]:
-    """Regroup a stream of chunks ``(maps [n, C, h, w], pids [n], *arrays [n])`` into complete
-    identities ``(pid, maps [m, C, h, w], *arrays [m])``, one at a time, as soon as each is complete.
-
-    Every identity's rows must be contiguous in the stream (a chunk may hold several identities or
-    part of one); an identity that reappears after another one started, chunks of mismatched
-    lengths or maps that change shape raise :class:`UserError` naming ``what``. ``names`` names the
-    1-D arrays after the maps, for the messages.
-    """
-    seen: set[int] = set()
-    cur_pid, cur = None, []
-    shape = None
-    layout = f"(maps [n, C, h, w], {', '.join(f'{n} [n]' for n in names)})"
-
-    def complete():
-        maps = cur[0][0] if len(cur) == 1 else torch.cat([c[0] for c in cur])
-        return (cur_pid, maps, *(np.concatenate([c[i] for c in cur]) for i in range(1, len(names))))
-
-    for chunk in chunks:
-        if not isinstance(chunk, (tuple, list)) or len(chunk) != len(names) + 1:
-            raise UserError(f"{what}: each chunk must be {layout}")
-        f, *arrays = chunk
-        if not isinstance(f, torch.Tensor):
-            f = torch.from_numpy(np.asarray(f))
-        arrays = [np.asarray(a.cpu() if isinstance(a, torch.Tensor) else a).reshape(-1).astype(np.int64)
-                  for a in arrays]
-        if f.dim() != 4 or any(a.shape[0] != f.shape[0] for a in arrays):
-            raise UserError(f"{what}: chunk shapes {tuple(f.shape)}, {', '.join(str(a.shape) for a in arrays)} "
-                            f"do not match {layout}")
-        if shape is None:
-            shape = tuple(f.shape[1:])
-        elif tuple(f.shape[1:]) != shape:
-            raise UserError(f"{what}: feature maps changed shape from {shape} to {tuple(f.shape[1:])}")
-        pids = arrays[0]
-        if pids.size == 0:
-            continue
-        cuts = np.concatenate([[0], np.flatnonzero(np.diff(pids)) + 1, [pids.size]])
-        for s, e in zip(cuts[:-1], cuts[1:]):
-            pid = int(pids[s])
-            if pid != cur_pid:
-                if cur_pid is not None:
-                    yield complete()
-                if pid in seen:
-                    raise UserError(f"{what}: identity {pid} appears again after other identities; "
-                                    "the stream must be grouped by identity")
-                seen.add(pid)
-                cur_pid, cur = pid, []
-            cur.append((f[s:e], *(a[s:e] for a in arrays[1:])))
-    if cur_pid is not None:
-        yield complete()
-
-
-def label_identities(chunks: Iterable[tuple], num_parts: int, *, ids_per_batch: int = 64,
-                     max_points: int | None = None, sharpen: bool = False, iters: int = 20,
-                     init: str = "kmeans++", seed: int = 0, spherical: bool = False,
-                     init_sample: int | None = 4096, device: torch.device | str | None = None,
+def label_identities(chunks: Iterable[tuple], num_parts: int, options: KMeansOptions = KMeansOptions(), *,
+                     seed: int = 0, device: torch.device | str | None = None,
                      on_stats: Callable[[dict], None] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Streaming ISP pseudo labels. ``chunks`` yields ``(features [n, C, h, w], pids [n], rows [n])``
     with every identity's rows contiguous in the stream (a chunk may hold several identities or
     part of one; an identity may span chunks). Yields ``(rows int64 [m], labels uint8 [m, h, w])``
     numpy pairs, one per processed batch of identities, rows ascending -- write each straight into
-    the label array (``array.oindex[rows] = labels``, or :func:`write_rows` for contiguous runs).
+    the label array (``array.oindex[rows] = labels``, or :func:`~hspreid.parsing.identities.write_rows` for
+    contiguous runs).
 
     Only the current batch (<= ids_per_batch complete identities, <= max_points padded pixels) and
     the identity being received are held, so memory does not grow with the number of identities.
@@ -423,50 +298,22 @@ def label_identities(chunks: Iterable[tuple], num_parts: int, *, ids_per_batch: 
     with each identity's stats dict (see :func:`cascaded_part_labels`). Same labels as
     :func:`cascaded_part_labels` for the same arguments.
     """
-    K = _check_parts(num_parts)
-    _check_common(ids_per_batch, iters, init, max_points)
+    K = check_parts(num_parts)
     ws = Workspace()
-    pending: list[tuple[int, torch.Tensor, np.ndarray]] = []
 
-    def run(batch):
+    def fits(pending: list, item: tuple) -> bool:
+        if len(pending) >= options.ids_per_batch:
+            return False
+        if options.max_points is not None:
+            big = max(t[1].shape[0] for t in pending + [item]) * item[1].shape[2] * item[1].shape[3]
+            return (len(pending) + 1) * big <= options.max_points
+        return True
+
+    for batch in batched(stream_identities(chunks, "label_identities"), fits):
         dev = torch.device(device) if device is not None else batch[0][1].device
         batch = sorted(batch, key=lambda t: (t[1].shape[0], t[0]))
-        labels, stats = _label_batch([(p, f) for p, f, _ in batch], K, sharpen=sharpen, iters=iters,
-                                     init=init, seed=seed, spherical=spherical, max_points=max_points,
-                                     device=dev, ws=ws, init_sample=init_sample)
-        rows = np.concatenate([r for _, _, r in batch])
-        lab = torch.cat([x.cpu() for x in labels]).numpy()
+        labels, stats = _label_batch([(p, f) for p, f, _ in batch], K, options, seed=seed, device=dev, ws=ws)
         if on_stats is not None:
             for st in stats:
                 on_stats(st)
-        o = np.argsort(rows, kind="stable")
-        return rows[o], lab[o]
-
-    def fits(item):
-        if not pending:
-            return True
-        if len(pending) >= ids_per_batch:
-            return False
-        if max_points is not None:
-            big = max(t[1].shape[0] for t in pending + [item]) * item[1].shape[2] * item[1].shape[3]
-            return (len(pending) + 1) * big <= max_points
-        return True
-
-    for item in stream_identities(chunks, "label_identities"):
-        if not fits(item):
-            yield run(pending)
-            pending.clear()
-        pending.append(item)
-    if pending:
-        yield run(pending)
-
-
-def write_rows(array, rows: np.ndarray, labels: np.ndarray) -> None:
-    """Write ``labels`` into ``array`` (zarr or numpy, first axis = row) at ``rows``, one slice
-    assignment per contiguous run of rows (rows ascending, as :func:`label_identities` yields)."""
-    rows = np.asarray(rows)
-    if rows.size == 0:
-        return
-    cuts = np.concatenate([[0], np.flatnonzero(np.diff(rows) != 1) + 1, [rows.size]])
-    for s, e in zip(cuts[:-1], cuts[1:]):
-        array[int(rows[s]):int(rows[s]) + int(e - s)] = labels[s:e]
+        yield sorted_rows([r for _, _, r in batch], labels)

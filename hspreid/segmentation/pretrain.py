@@ -14,13 +14,14 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from hspreid.config import check_keys
+from hspreid.config import block_values, check_keys, typed_config
 from hspreid.data.frames import FrameStore
 from hspreid.data.index import tracklet_table
 from hspreid.errors import UserError
@@ -117,22 +118,35 @@ def save_checkpoint(model: CoPartSegmenter, path: str | Path, **extra: Any) -> N
         torch.save({"config": model.config, "state_dict": model.state_dict(), **extra}, tmp)
 
 
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "epochs": 120,           # section 4.1: 120 epochs (one epoch = every training pair once)
-    "steps": None,           # optimiser steps instead of epochs (wins when set)
-    "batch_size": 16,        # frame pairs per step
-    "gap": 3,                # frames between I_t and the frame to predict (1 in the paper: consecutive)
-    "lr": 3e-4,              # Adam, section 4.1
-    "weight_decay": 5e-4,
-    "lr_step": 40,           # lr x lr_gamma every lr_step epochs (also when ``steps`` is set); null: never
-    "lr_gamma": 0.1,
-    "log_every": 50,         # steps between progress lines
-    "checkpoint_every": None,  # steps between intermediate checkpoints (null: only the final one)
-    "geo_warmup": 0.0,       # fraction of the steps over which lambda_geo ramps up from 0
-    "labels": "argmax",      # part maps from the masks: argmax | foreground (sum of parts > background first)
-    "infer_batch_size": 256,  # frames per batch when segmenting the store
-    "quality_frames": 4000,  # about this many frames are scored against ground-truth masks (0: none)
-}
+@dataclass(frozen=True)
+class SegmenterTraining:
+    """The training options of a ``segmentation`` block (the rest are ``CoPartSegmenter``'s)."""
+
+    epochs: int | float = 120       # section 4.1: 120 epochs (one epoch = every training pair once)
+    steps: int | None = None        # optimiser steps instead of epochs (wins when set)
+    batch_size: int = 16            # frame pairs per step
+    gap: int = 3                    # frames between I_t and the frame to predict (1 in the paper: consecutive)
+    lr: float = 3e-4                # Adam, section 4.1
+    weight_decay: float = 5e-4
+    lr_step: int | float | None = 40   # lr x lr_gamma every lr_step epochs (also when ``steps`` is set); null: never
+    lr_gamma: float = 0.1
+    log_every: int = 50             # steps between progress lines
+    checkpoint_every: int | None = None  # steps between intermediate checkpoints (null: only the final one)
+    geo_warmup: float = 0.0         # fraction of the steps over which lambda_geo ramps up from 0
+    labels: Literal["argmax", "foreground"] = "argmax"   # part maps: argmax | foreground (parts > background first)
+    infer_batch_size: int = 256     # frames per batch when segmenting the store
+    quality_frames: int = 4000      # about this many frames are scored against ground-truth masks (0: none)
+
+    def __post_init__(self) -> None:
+        for key in ("batch_size", "gap", "log_every", "infer_batch_size"):
+            if getattr(self, key) < 1:
+                raise UserError(f"segmentation.{key}: expected an integer >= 1, got {getattr(self, key)!r}")
+        if self.steps is None and self.epochs <= 0:
+            raise UserError(f"segmentation: set steps (>= 1) or epochs (> 0), got epochs {self.epochs!r}")
+
+
+TRAIN_DEFAULTS: dict[str, Any] = block_values(SegmenterTraining())
+""":class:`SegmenterTraining`'s defaults as a mapping (what ``pretrain_from_store`` fills in)."""
 
 
 STAGE_MODEL_DEFAULTS: dict[str, Any] = {
@@ -154,19 +168,13 @@ def model_defaults() -> dict[str, Any]:
 
 def split_params(params: dict[str, Any], where: str = "segmentation") -> tuple[dict[str, Any], dict[str, Any]]:
     """A method's ``segmentation:`` block -> (``CoPartSegmenter`` options: ``STAGE_MODEL_DEFAULTS`` and those
-    given, training options with ``TRAIN_DEFAULTS`` filled in); an unknown key is named."""
+    given, training options: :class:`SegmenterTraining` with its defaults filled in); an unknown key or a
+    training option of the wrong type is named."""
     model_keys = model_defaults()
     check_keys(params, {*model_keys, *TRAIN_DEFAULTS}, where)
     model = {**STAGE_MODEL_DEFAULTS, **{k: v for k, v in params.items() if k in model_keys}}
-    train = {**TRAIN_DEFAULTS, **{k: v for k, v in params.items() if k in TRAIN_DEFAULTS}}
-    for key in ("batch_size", "gap", "log_every", "infer_batch_size"):
-        if not isinstance(train[key], int) or train[key] < 1:
-            raise UserError(f"{where}.{key}: expected an integer >= 1, got {train[key]!r}")
-    if train["labels"] not in ("argmax", "foreground"):
-        raise UserError(f"{where}.labels: expected argmax or foreground, got {train['labels']!r}")
-    if train["steps"] is None and (not isinstance(train["epochs"], (int, float)) or train["epochs"] <= 0):
-        raise UserError(f"{where}: set steps (>= 1) or epochs (> 0), got epochs {train['epochs']!r}")
-    return model, train
+    train = typed_config(SegmenterTraining, {k: v for k, v in params.items() if k in TRAIN_DEFAULTS}, where)
+    return model, block_values(train)
 
 
 def pretrain_from_store(store: FrameStore | str | Path, index: pd.DataFrame, model_params: dict[str, Any],

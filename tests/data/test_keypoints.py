@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from hspreid.data.keypoints import KeypointConfig, choose_labelled, flip_order, labelled_keypoints
-from hspreid.data.loading import load_keypoints
+from hspreid.data.keypoints import load_keypoints
 from hspreid.errors import UserError
 
 

@@ -11,7 +11,8 @@ import pytest
 import scipy.io
 
 from hspreid.data.index import validate_index
-from hspreid.data.loading import attach_ground_truth, iter_frame_images, load_keypoints
+from hspreid.data.keypoints import load_keypoints
+from hspreid.data.loading import attach_ground_truth, iter_frame_images
 from hspreid.data.readers import READERS, read_dataset
 from hspreid.errors import UserError
 

@@ -77,13 +77,17 @@ def test_spreid_shapes_for_each_representation(t):
 
 def test_spreid_backward_separate_backbones_and_probabilities():
     model = SPReID(num_classes=3, shared_backbone=False, backbone="resnet18")
-    assert model.nets["global"].parse_trunk is not None
+    net = model.nets["global"]
+    assert net.parse_trunk is not None and net.parse_trunk is not net.trunk
+    own = {id(p) for p in net.trunk.parameters()}
+    assert not own & {id(p) for p in net.parse_trunk.parameters()}            # two backbones, no shared tensor
+    assert not torch.equal(net.trunk[0].weight, net.parse_trunk[0].weight)   # initialised independently
     probs = torch.rand(4, 2, 5, 20, 10).softmax(dim=2)
     out = model(torch.randint(0, 255, (4, 2, 3, 64, 32), dtype=torch.uint8), probs)
     loss = torch.nn.functional.cross_entropy(out["logits"]["global"], torch.tensor([0, 1, 2, 0]))
     loss.backward()
-    net = model.nets["global"]
-    assert net.trunk[0].weight.grad is not None and net.parse_trunk[0].weight.grad is not None
+    g1, g2 = net.trunk[0].weight.grad, net.parse_trunk[0].weight.grad
+    assert g1 is not None and g2 is not None and not torch.equal(g1, g2)     # each gets its own gradient
 
 
 def test_spreid_pooling_follows_the_parsing():

@@ -11,17 +11,12 @@ from torch import nn
 
 from hspreid.errors import UserError
 from hspreid.partmaps import part_iou
-from hspreid.parsing.coparse import (
-    FALLBACKS,
-    _patch_gram,
-    background_consistency_loss,
-    coparse_identities,
-    coparse_part_labels,
-    cplr,
-    init_decoder,
-    local_consistency_loss,
-    semantic_consistency_loss,
-)
+from hspreid.parsing.coparse import FALLBACKS, coparse_identities, coparse_part_labels
+from hspreid.parsing.coparse_engine import init_decoder, patch_gram
+from hspreid.parsing.coparse_losses import (background_consistency_loss, local_consistency_loss,
+                                            semantic_consistency_loss)
+from hspreid.parsing.cplr import cplr
+from hspreid.parsing.options import CoparseOptions
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -72,7 +67,7 @@ def test_background_loss_pairs_adjacent_images_of_one_camera():
 def test_patch_gram_is_the_gram_of_unfolded_patches(shape):
     f = torch.randn(*shape, dtype=torch.float64)
     U = F.unfold(f, 3, padding=1).transpose(1, 2).reshape(-1, shape[1] * 9)     # [n*h*w, 9C]
-    assert torch.allclose(_patch_gram(f), U @ U.t())
+    assert torch.allclose(patch_gram(f), U @ U.t())
 
 
 # ----------------------------------------------------------------------------- CPLR
@@ -195,7 +190,8 @@ def loop_reference(f, pid, cams, *, min_labels, max_steps, hidden=64, out=32, se
 @pytest.mark.parametrize("grouping", ["grouped", "split"])
 def test_training_equals_a_plain_module_loop(grouping):
     f, pids, cams = random_set()
-    labels, st = coparse_part_labels(f, pids, cams, ids_per_batch=8, layer1="conv", grouping=grouping, **FAST)
+    options = CoparseOptions(ids_per_batch=8, layer1="conv", grouping=grouping, **FAST)
+    labels, st = coparse_part_labels(f, pids, cams, 4, options)
     for pid in np.unique(pids):
         rows = pids == pid
         raw, steps = loop_reference(f[rows], int(pid), cams[rows], **FAST)
@@ -208,9 +204,10 @@ def test_training_equals_a_plain_module_loop(grouping):
 def test_batching_does_not_change_labels(layer1, grouping):
     f, pids, cams = random_set()
     kw = dict(layer1=layer1, grouping=grouping, **FAST)
-    one, st1 = coparse_part_labels(f, pids, cams, ids_per_batch=1, **kw)
-    eight, st8 = coparse_part_labels(f, pids, cams, ids_per_batch=8, **kw)
-    ref, _ = coparse_part_labels(f, pids, cams, ids_per_batch=3, layer1="conv", grouping="split", **FAST)
+    one, st1 = coparse_part_labels(f, pids, cams, 4, CoparseOptions(ids_per_batch=1, **kw))
+    eight, st8 = coparse_part_labels(f, pids, cams, 4, CoparseOptions(ids_per_batch=8, **kw))
+    ref, _ = coparse_part_labels(f, pids, cams, 4,
+                                 CoparseOptions(ids_per_batch=3, layer1="conv", grouping="split", **FAST))
     assert torch.equal(one, eight) and torch.equal(one, ref)
     assert np.array_equal(st1["steps"], st8["steps"]) and np.array_equal(st1["num_labels"], st8["num_labels"])
     assert (st8["layer1"] == layer1).all() and (st8["grouped"] == (grouping == "grouped")).all()
@@ -219,14 +216,15 @@ def test_batching_does_not_change_labels(layer1, grouping):
 
 def test_batching_float32_agrees_up_to_rounding():
     f, pids, cams = random_set(dtype=torch.float32)
-    one, _ = coparse_part_labels(f, pids, cams, ids_per_batch=1, grouping="grouped", **FAST)
-    eight, _ = coparse_part_labels(f, pids, cams, ids_per_batch=8, grouping="grouped", layer1="kernel", **FAST)
+    one, _ = coparse_part_labels(f, pids, cams, 4, CoparseOptions(ids_per_batch=1, grouping="grouped", **FAST))
+    eight, _ = coparse_part_labels(f, pids, cams, 4,
+                                   CoparseOptions(ids_per_batch=8, grouping="grouped", layer1="kernel", **FAST))
     assert (one == eight).float().mean() > 0.98
 
 
 def test_stats_and_output_contract():
     f, pids, cams = random_set(dtype=torch.float32)
-    labels, st = coparse_part_labels(f, pids, cams, **FAST)
+    labels, st = coparse_part_labels(f, pids, cams, 4, CoparseOptions(**FAST))
     assert labels.dtype == torch.uint8 and labels.shape == (f.shape[0], 16, 8) and int(labels.max()) <= 3
     assert list(st["pid"]) == sorted(set(pids)) and st["part_sizes"].shape == (6, 3)
     assert (st["steps"] >= 1).all() and (st["steps"] <= 10).all()
@@ -247,7 +245,7 @@ def test_edge_cases_give_valid_labels_and_counted_fallbacks():
     f = torch.cat([single, other_cams, const])
     pids = np.array([5, 6, 6, 6, 7, 7, 7])
     cams = np.array([0, 0, 1, 2, 1, 1, 2])
-    labels, st = coparse_part_labels(f, pids, cams, **FAST)
+    labels, st = coparse_part_labels(f, pids, cams, 4, CoparseOptions(**FAST))
     assert labels.dtype == torch.uint8 and int(labels.max()) <= 3
     fp = {k: list(v) for k, v in st["fallback_pids"].items()}
     assert fp["single_image"] == [5] and fp["no_camera_pair"] == [5, 6] and fp["constant_features"] == [7]
@@ -269,7 +267,7 @@ def test_bad_options_name_the_key():
                     ({"min_labels": 0}, "min_labels"), ({"momentum": 1.0}, "momentum"), ({"lr": -1.0}, "lr"),
                     ({"out_channels": 300}, "out_channels"), ({"split": "k"}, "split")]:
         with pytest.raises(UserError, match=key):
-            coparse_part_labels(f, pids, cams, **kw)
+            coparse_part_labels(f, pids, cams, 4, CoparseOptions(**kw))
     with pytest.raises(UserError, match="camids"):
         coparse_part_labels(f, pids, cams[:1])
     with pytest.raises(UserError, match="non-finite"):
@@ -279,14 +277,14 @@ def test_bad_options_name_the_key():
 # ----------------------------------------------------------------------------- streaming
 def test_streaming_equals_in_memory_and_reports_stats():
     f, pids, cams = random_set(dtype=torch.float32)
-    want, _ = coparse_part_labels(f, pids, cams, ids_per_batch=2, **FAST)
+    want, _ = coparse_part_labels(f, pids, cams, 4, CoparseOptions(ids_per_batch=2, **FAST))
     rows = np.arange(len(pids)) + 100
     cuts = [0, 2, 5, 6, 13, len(pids)]                     # chunks cut through identities
     chunks = [(f[a:b], pids[a:b], rows[a:b], cams[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
     got = np.zeros((len(pids), 16, 8), np.uint8)
     seen = []
     n_batches = 0
-    for r, lab in coparse_identities(iter(chunks), 4, ids_per_batch=2, on_stats=seen.append, **FAST):
+    for r, lab in coparse_identities(iter(chunks), 4, CoparseOptions(ids_per_batch=2, **FAST), on_stats=seen.append):
         assert np.all(np.diff(r) > 0) and lab.dtype == np.uint8
         got[r - 100] = lab
         n_batches += 1
@@ -299,11 +297,11 @@ def test_streaming_rejects_a_reappearing_identity_and_bad_chunks():
     chunks = [(f[:2], pids[:2], np.arange(2), cams[:2]), (f[2:], pids[2:], np.arange(2, 4), cams[2:]),
               (f[:1], pids[:1], np.arange(4, 5), cams[:1])]
     with pytest.raises(UserError, match="appears again"):
-        list(coparse_identities(iter(chunks), 4, **FAST))
+        list(coparse_identities(iter(chunks), 4, CoparseOptions(**FAST)))
     with pytest.raises(UserError, match="camids"):
         list(coparse_identities(iter([(f, pids, np.arange(4))]), 4))
-    with pytest.raises(UserError, match="min_label"):
-        list(coparse_identities(iter([]), 4, min_label=3))
+    with pytest.raises(TypeError, match="min_label"):
+        CoparseOptions(min_label=3)
 
 
 # ----------------------------------------------------------------------------- sanity
@@ -336,7 +334,7 @@ def test_planted_structure_is_recovered_top_to_bottom():
     f, pids, cams, truth = planted()
     # 5 distinct feature vectors per identity: stop at < 8 labels (min_L = 18 is for 32 labels on
     # real maps, where it stops after a handful of steps here, before the bands are clean)
-    labels, st = coparse_part_labels(f, pids, cams, min_labels=8)
+    labels, st = coparse_part_labels(f, pids, cams, 4, CoparseOptions(min_labels=8))
     r = part_iou(labels.numpy(), truth.numpy(), 4, match="fixed")      # fixed: order must be the truth's
     assert r["background_iou"] > 0.95 and r["foreground_iou"] > 0.95
     assert r["mean_part_iou"] > 0.9 and (r["part_iou"] > 0.85).all()

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hspreid.errors import UserError
-from hspreid.parsing import cascaded_part_labels, label_identities, write_rows
+from hspreid.parsing import KMeansOptions, cascaded_part_labels, label_identities, write_rows
 from hspreid.partmaps import part_iou
 
 K = 4   # background + 3 parts
@@ -43,7 +43,7 @@ def synth(n_ids=5, n_img=4, C=16, h=16, w=8, parts=K, seed=0, noise=0.2):
 @pytest.mark.parametrize("spherical", [False, True])
 def test_recovers_bands_top_to_bottom(sharpen, init, spherical):
     f, p, truth = synth()
-    lab = cascaded_part_labels(f, p, K, sharpen=sharpen, init=init, spherical=spherical)
+    lab = cascaded_part_labels(f, p, K, KMeansOptions(sharpen=sharpen, init=init, spherical=spherical))
     assert lab.dtype == torch.uint8 and lab.shape == truth.shape
     r = part_iou(lab.numpy(), truth.numpy(), K, match="fixed")   # no matching needed: order is the truth's
     assert r["background_iou"] == 1.0 and r["foreground_iou"] == 1.0
@@ -57,8 +57,8 @@ def test_channels_last_and_subsample_init_give_the_same_labels():
     f, p, truth = synth(n_ids=3, n_img=5, h=32, w=16)
     a = cascaded_part_labels(f, p, K)
     b = cascaded_part_labels(f.contiguous(memory_format=torch.channels_last), p, K)
-    c = cascaded_part_labels(f, p, K, init_sample=None)
-    d = cascaded_part_labels(f, p, K, init_sample=50)
+    c = cascaded_part_labels(f, p, K, KMeansOptions(init_sample=None))
+    d = cascaded_part_labels(f, p, K, KMeansOptions(init_sample=50))
     assert torch.equal(a, b) and torch.equal(a, truth) and torch.equal(c, truth) and torch.equal(d, truth)
 
 
@@ -89,7 +89,7 @@ def test_independent_of_batching():
     f, p = f[keep], p[keep]
     ref = cascaded_part_labels(f, p, K, seed=5)
     for kw in ({"ids_per_batch": 1}, {"ids_per_batch": 2}, {"ids_per_batch": 64, "max_points": 3 * 16 * 8 * 2}):
-        assert torch.equal(cascaded_part_labels(f, p, K, seed=5, **kw), ref), kw
+        assert torch.equal(cascaded_part_labels(f, p, K, KMeansOptions(**kw), seed=5), ref), kw
     # rows of an identity need not be contiguous
     perm = torch.randperm(len(p), generator=torch.Generator().manual_seed(0))
     assert torch.equal(cascaded_part_labels(f[perm], p[perm], K, seed=5), ref[perm])
@@ -132,7 +132,7 @@ def test_bad_input():
     with pytest.raises(UserError):
         cascaded_part_labels(f[0], p, K)
     with pytest.raises(UserError):
-        cascaded_part_labels(f, p, K, init="bogus")
+        cascaded_part_labels(f, p, K, KMeansOptions(init="bogus"))
     bad = f.clone()
     bad[0, 0, 0, 0] = float("nan")
     with pytest.raises(UserError):
@@ -157,7 +157,8 @@ def test_streaming_matches_and_writes_to_zarr(tmp_path):
                         dtype="uint8")
     stats = []
     sizes = [1, 4, 2, 5, 6]                       # chunks cut across identities
-    for rows, lab in label_identities(chunks_of(f, p, sizes), K, seed=1, ids_per_batch=2, on_stats=stats.append):
+    for rows, lab in label_identities(chunks_of(f, p, sizes), K, KMeansOptions(ids_per_batch=2), seed=1,
+                                      on_stats=stats.append):
         assert lab.dtype == np.uint8 and (np.diff(rows) > 0).all()
         write_rows(z, rows, lab)
     assert np.array_equal(z[:], ref.numpy())

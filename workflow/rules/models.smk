@@ -1,4 +1,4 @@
-# Training: one engine for every method; the method's model, losses and settings come from its config.
+# Models: one training engine for every method; the method's model, losses and settings come from its config.
 
 
 rule train:
@@ -14,10 +14,8 @@ rule train:
     output:
         model="results/{dataset}/{method}/model.pt",
     params:
-        torch_threads=TORCH_THREADS,
         cfg=train_params,
-        seed=config["seed"],
-        device=config["device"],
+        torch=TORCH_ARGS,
         checkpoint=checkpoint_path,
     log:
         "results/{dataset}/{method}/logs/train.log",
@@ -30,5 +28,4 @@ rule train:
     shell:
         "python -m stages.train --frames {input.frames} --index {input.index} --output {output.model}"
         " --parsing {input.parsing} --keypoints-root {input.keypoints_root}"
-        " --checkpoint {params.checkpoint} --params {params.cfg:q} --seed {params.seed}"
-        " --device {params.device} --torch-threads {params.torch_threads} --log-file {log}"
+        " --checkpoint {params.checkpoint} --params {params.cfg:q} {params.torch} --log-file {log}"

@@ -12,10 +12,8 @@ rule pretrain_segmentation:
         parsing=directory("results/{dataset}/{method}/parsing.zarr"),
         summary="results/{dataset}/{method}/segmentation.json",
     params:
-        torch_threads=TORCH_THREADS,
         cfg=segmentation_params,
-        seed=config["seed"],
-        device=config["device"],
+        torch=TORCH_ARGS,
     log:
         "results/{dataset}/{method}/logs/pretrain_segmentation.log",
     threads: max_threads(TORCH_THREADS)
@@ -27,5 +25,4 @@ rule pretrain_segmentation:
     shell:
         "python -m stages.pretrain_segmentation --frames {input.frames} --index {input.index}"
         " --params {params.cfg:q} --model-out {output.model} --parsing-out {output.parsing}"
-        " --summary {output.summary} --device {params.device} --seed {params.seed}"
-        " --torch-threads {params.torch_threads} --log-file {log}"
+        " --summary {output.summary} {params.torch} --log-file {log}"

@@ -12,9 +12,8 @@ rule parse_frames:
     output:
         parsing=directory("results/{dataset}/parsing/{source}.zarr"),
     params:
-        torch_threads=TORCH_THREADS,
         cfg=parsing_params,
-        device=config["device"],
+        torch=TORCH_ARGS,
     log:
         "results/{dataset}/logs/parse_frames_{source}.log",
     threads: max_threads(TORCH_THREADS)
@@ -25,5 +24,4 @@ rule parse_frames:
         "../../envs/hspreid.yaml"
     shell:
         "python -m stages.parse_frames --frames {input.frames} --index {input.index} --output {output.parsing}"
-        " --model {input.model} --params {params.cfg:q} --device {params.device}"
-        " --torch-threads {params.torch_threads} --log-file {log}"
+        " --model {input.model} --params {params.cfg:q} {params.torch} --log-file {log}"

@@ -1,4 +1,4 @@
-# Data: the synthetic generator and frame extraction into frames.zarr + index.parquet.
+# Frames: the synthetic generator (data/<dataset>) and frame extraction into frames.zarr + index.parquet.
 
 
 rule synthesize:

@@ -10,10 +10,8 @@ rule pseudo_labels:
     output:
         labels=directory("results/{dataset}/{method}/round{round}/pseudo_labels.zarr"),
     params:
-        torch_threads=TORCH_THREADS,
         cfg=pseudo_label_params,
-        seed=config["seed"],
-        device=config["device"],
+        torch=TORCH_ARGS,
     log:
         "results/{dataset}/{method}/logs/pseudo_labels_round{round}.log",
     threads: max_threads(TORCH_THREADS)
@@ -24,8 +22,8 @@ rule pseudo_labels:
         "../../envs/hspreid.yaml"
     shell:
         "python -m stages.pseudo_labels --model {input.model} --frames {input.frames} --index {input.index}"
-        " --output {output.labels} --round {wildcards.round} --params {params.cfg:q} --seed {params.seed}"
-        " --device {params.device} --torch-threads {params.torch_threads} --log-file {log}"
+        " --output {output.labels} --round {wildcards.round} --params {params.cfg:q} {params.torch}"
+        " --log-file {log}"
 
 
 rule train_round:
@@ -37,10 +35,8 @@ rule train_round:
     output:
         model="results/{dataset}/{method}/round{round}/model.pt",
     params:
-        torch_threads=TORCH_THREADS,
         cfg=train_params,
-        seed=config["seed"],
-        device=config["device"],
+        torch=TORCH_ARGS,
         checkpoint=round_checkpoint,
     log:
         "results/{dataset}/{method}/logs/train_round{round}.log",
@@ -53,8 +49,7 @@ rule train_round:
     shell:
         "python -m stages.train --frames {input.frames} --index {input.index} --part-labels {input.labels}"
         " --init {input.init} --output {output.model} --checkpoint {params.checkpoint} --params {params.cfg:q}"
-        " --seed {params.seed} --device {params.device}"
-        " --torch-threads {params.torch_threads} --log-file {log}"
+        " {params.torch} --log-file {log}"
 
 
 rule last_round:

@@ -1,19 +1,17 @@
-# Evaluation: feature extraction for every test tracklet, then ranking and metrics.
+# Metrics: feature extraction for every test tracklet, then ranking (metrics.json) and the ablation tables.
 
 
 rule extract_features:
     input:
-        model="results/{dataset}/{method}/model.pt",
+        model=run_model,
         frames="results/{dataset}/frames.zarr",
         index="results/{dataset}/index.parquet",
         parsing=test_parsing,
     output:
         features=directory("results/{dataset}/{method}/features.zarr"),
     params:
-        torch_threads=TORCH_THREADS,
         cfg=features_params,
-        seed=config["seed"],
-        device=config["device"],
+        torch=TORCH_ARGS,
     log:
         "results/{dataset}/{method}/logs/extract_features.log",
     threads: max_threads(TORCH_THREADS)
@@ -24,14 +22,14 @@ rule extract_features:
         "../../envs/hspreid.yaml"
     shell:
         "python -m stages.extract_features --model {input.model} --frames {input.frames} --index {input.index}"
-        " --output {output.features} --parsing {input.parsing} --params {params.cfg:q} --seed {params.seed}"
-        " --device {params.device}"
-        " --torch-threads {params.torch_threads} --log-file {log}"
+        " --output {output.features} --parsing {input.parsing} --params {params.cfg:q} {params.torch}"
+        " --log-file {log}"
 
 
 rule rank:
     input:
         features=ranked_features,
+        model=ranked_model,
         frames="results/{dataset}/frames.zarr",
         index="results/{dataset}/index.parquet",
     output:
@@ -59,10 +57,16 @@ rule rank:
             subcategory="{method}",
             labels={"data set": "{dataset}", "method": "{method}", "figure": "ranked lists"},
         ),
+        training_png=report(
+            "results/{dataset}/{method}/training.png",
+            caption="../report/training.rst",
+            category="{dataset}",
+            subcategory="{method}",
+            labels={"data set": "{dataset}", "method": "{method}", "figure": "training curves"},
+        ),
     params:
-        torch_threads=TORCH_THREADS,
         cfg=rank_params,
-        device=config["device"],
+        torch=TORCH_ARGS,
     log:
         "results/{dataset}/{method}/logs/rank.log",
     threads: max_threads(TORCH_THREADS)
@@ -71,9 +75,9 @@ rule rank:
     conda:
         "../../envs/hspreid.yaml"
     shell:
-        "python -m stages.rank --features {input.features} --frames {input.frames} --index {input.index}"
-        " --output {output.metrics} --params {params.cfg:q} --device {params.device}"
-        " --torch-threads {params.torch_threads} --log-file {log}"
+        "python -m stages.rank --features {input.features} --model {input.model} --frames {input.frames}"
+        " --index {input.index}"
+        " --output {output.metrics} --params {params.cfg:q} {params.torch} --log-file {log}"
 
 
 rule ablation_table:
@@ -91,3 +95,24 @@ rule ablation_table:
     shell:
         "python -m stages.collect_metrics --metrics {input.metrics} --rows {params.rows:q} --csv {output.csv}"
         " --md {output.md} --log-file {log}"
+
+
+# A target naming a data set or method that does not exist: one line naming it and the nearest, instead of
+# Snakemake's "no rule to produce". Only this rule matches such a target; `ruleorder` sends the rest to rank.
+rule unknown_target:
+    wildcard_constraints:
+        dataset="[^/]+",
+        method="[^/]+",
+    input:
+        unknown_run,
+    output:
+        "results/{dataset}/{method}/metrics.json",
+    log:
+        "results/{dataset}/{method}/logs/unknown_target.log",
+    conda:
+        "../../envs/hspreid.yaml"
+    shell:
+        "false"
+
+
+ruleorder: rank > unknown_target

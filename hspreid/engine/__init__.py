@@ -1,0 +1,1 @@
+"""The one training engine every method uses (:mod:`hspreid.engine.trainer`)."""
