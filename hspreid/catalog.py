@@ -210,14 +210,17 @@ class Run:
         from hspreid.segmentation.pretrain import split_params
 
         where = f"{self.method} on {self.dataset}"
-        for key, cls in (("train", TrainConfig), ("augment", AugmentConfig), ("features", FeatureConfig),
-                         ("rank", RankConfig), ("keypoints", KeypointConfig)):
+        self.train = typed_config(TrainConfig, self.config.get("train"), f"{where}: train")
+        for key, cls in (("augment", AugmentConfig), ("features", FeatureConfig), ("rank", RankConfig),
+                         ("keypoints", KeypointConfig)):
             if self.config.get(key) is not None:
                 typed_config(cls, self.config[key], f"{where}: {key}")
         if "pseudo_labels" in self.config:
             pseudo_label_config(self.config["pseudo_labels"], f"{where}: pseudo_labels")
+        self.segmentation_processes = 1
         if self.config.get("segmentation") is not None:
-            split_params(self.config["segmentation"], f"{where}: segmentation")
+            _, training = split_params(self.config["segmentation"], f"{where}: segmentation")
+            self.segmentation_processes = training["nproc_per_node"]
         parsing = self.config.get("parsing") or {}
         for source, options in parsing.items():
             if source in SOURCES:
@@ -315,6 +318,24 @@ class Run:
     def keypoints_file(self) -> str | list:
         """A user's key-point CSV (``keypoints.file``), tracked as an input."""
         return (self.config.get("keypoints") or {}).get("file") or []
+
+    # ------------------------------------------------------------------ processes and resources
+    def processes(self, block: str) -> int:
+        """Training processes of a torch stage: ``<block>.nproc_per_node`` (``train`` or ``segmentation``)."""
+        return self.segmentation_processes if block == "segmentation" else self.train.nproc_per_node
+
+    def launcher(self, block: str) -> str:
+        """How the stage is started: ``python``, or ``torchrun`` with one process per GPU (gloo on the CPU)."""
+        n = self.processes(block)
+        return "python" if n == 1 else f"torchrun --standalone --nproc_per_node {n}"
+
+    def gpus(self, block: str | None = None) -> int:
+        """GPUs a torch job asks for: one per process, none where the config says ``device: cpu``."""
+        return 0 if self.catalog.config["device"] == "cpu" else (self.processes(block) if block else 1)
+
+    def cpus_per_gpu(self) -> int:
+        """CPU cores per GPU on a cluster: torch's threads and the data loader's workers."""
+        return int(self.catalog.config["torch_threads"]) + self.train.num_workers
 
     # ------------------------------------------------------------------ stage parameters
     def train_params(self, round_: int | None = None) -> str:

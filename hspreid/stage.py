@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import time
 from pathlib import Path
@@ -60,8 +61,14 @@ def use_torch_threads(threads: int | None) -> None:
 
 
 def run_stage(name: str, args: argparse.Namespace, body: Callable[[], dict | None]) -> int:
-    """Set up logging and torch's threads, run ``body`` and turn user errors into one line and exit status 1."""
-    setup_logging(args.log_file)
+    """Set up logging and torch's threads, run ``body`` and turn user errors into one line and exit status 1.
+
+    Under torchrun only rank 0 logs progress (to stderr and the rule's log); the other ranks log warnings to
+    stderr."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        setup_logging(args.log_file)
+    else:
+        setup_logging(None, logging.WARNING)
     import torch  # noqa: PLC0415  (heavy; only here to log its version)
 
     t0 = time.monotonic()

@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                               "model_config_hash": ckpt.get("config_hash"), "stage_seconds": seconds,
                               "rounds": ckpt.get("rounds", []), "parsing": parsing_summary(args.parsing),
                               "segmentation": ckpt.get("segmentation"),
+                              "world_size": ckpt.get("world_size", 1),
                               "parsing_iou": predicted_parsing_quality(
                                   model, args.frames, index.index[index["subset"] == "test"].to_numpy(),
                                   device=device, max_frames=cfg.parsing_frames,

@@ -25,10 +25,10 @@ import numpy as np
 import pandas as pd
 
 from hspreid.data.frames import FrameStore
+from hspreid.distributed import join, leave
 from hspreid.errors import UserError
 from hspreid.io import log, write_json
 from hspreid.partmaps import segmentation_quality
-from hspreid.runtime import pick_device
 from hspreid.segmentation.pretrain import pretrain_from_store, split_params
 from hspreid.segmentation.store import segment_store, write_part_store
 from hspreid.stage import parse_params, run_stage, stage_parser
@@ -49,9 +49,12 @@ def main(argv: list[str] | None = None) -> int:
         store, index = FrameStore(args.frames), pd.read_parquet(args.index)
         if len(index) != len(store):
             raise UserError(f"{args.index}: {len(index)} rows but {args.frames} holds {len(store)} frames")
-        device = pick_device(args.device)
+        world, device = join(args.device)
         model, result = pretrain_from_store(store, index, model_params, train, device=device, seed=args.seed,
-                                            checkpoint=args.model_out)
+                                            checkpoint=args.model_out, world=world)
+        leave(world)
+        if not world.main:                # rank 0 segments the store and writes the outputs
+            return
         log.info("%s: segmenter trained, %d steps in %.0f s (%.1f frame pairs/s)", args.model_out, result["steps"],
                  result["seconds"], result["pairs_per_s"])
 

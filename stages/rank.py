@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             "components": cfg["components"], "ap": cfg["ap"], "rerank": cfg["rerank"],
             "aggregation": attrs.get("aggregation"), "rounds": attrs.get("rounds", []),
             "parsing_iou": attrs.get("parsing_iou"), "parsing": attrs.get("parsing"),
-            "segmentation": attrs.get("segmentation"),
+            "segmentation": attrs.get("segmentation"), "world_size": attrs.get("world_size", 1),
             "num_query": int(len(ranking.q_idx)), "num_gallery": int(len(ranking.g_idx)),
             "num_valid_query": int(ranking.per_query["valid"].sum()),
             **{f"rank{r}": round(float(cmc[min(r, len(cmc)) - 1]), 6) for r in REPORTED_RANKS},

@@ -23,6 +23,7 @@ from hspreid.data.datasets import AugmentConfig, TrainClips
 from hspreid.data.frames import FrameStore
 from hspreid.data.keypoints import KeypointConfig, Keypoints, labelled_keypoints
 from hspreid.data.label_maps import LabelMaps
+from hspreid.distributed import join, leave
 from hspreid.engine.trainer import TrainConfig, train
 from hspreid.errors import UserError
 from hspreid.io import log
@@ -30,7 +31,7 @@ from hspreid.losses import Criterion
 from hspreid.models import ReIDModel, build_model, load_model, save_model
 from hspreid.models.parsing import predicted_parsing_quality
 from hspreid.models.ss_hsp import read_pretrained_segmenter
-from hspreid.runtime import pick_device, seed_everything
+from hspreid.runtime import seed_everything
 from hspreid.stage import parse_params, run_stage, stage_parser
 
 
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         params = parse_params(args.params)
         check_keys(params, {"model", "train", "losses", "augment", "keypoints", "segmenter"}, "method")
         seed_everything(args.seed)
-        device = pick_device(args.device)
+        world, device = join(args.device)
         tcfg = typed_config(TrainConfig, params.get("train", {}), "train")
         index = pd.read_parquet(args.index)
         keypoints = keypoints_for(params.get("keypoints"), args.keypoints_root, index)
@@ -108,13 +109,16 @@ def main(argv: list[str] | None = None) -> int:
             model.load_state_dict(shared, strict=False)
             log.info("starting from %s (%d of %d tensors)", args.init, len(shared), len(own))
         criterion = Criterion(params.get("losses", {"id": {}, "triplet": {}}))
-        log.info("training %s on %s: %d tracklets, %d identities, device %s", params["model"].get("name"),
-                 args.frames, len(dataset), dataset.num_classes, device)
+        log.info("training %s on %s: %d tracklets, %d identities, device %s, %d process(es)",
+                 params["model"].get("name"), args.frames, len(dataset), dataset.num_classes, device, world.size)
         extra = {k: str(v) for k, v in (("parsing", args.parsing), ("keypoints_root", args.keypoints_root)) if v}
         run_hash = config_hash({"params": params, "seed": args.seed, "init": str(args.init),
                                 "labels": str(args.part_labels), **extra})
         history = train(model, dataset, criterion, tcfg, device=device, seed=args.seed,
-                        checkpoint=args.checkpoint, resume_key=run_hash)
+                        checkpoint=args.checkpoint, resume_key=run_hash, world=world)
+        leave(world)
+        if not world.main:
+            return
         if args.part_labels:
             label_attrs = LabelMaps(args.part_labels).attrs
             train_rows = index.index[index["subset"] == "train"].to_numpy()
@@ -123,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         upstream = FrameStore(args.frames).attrs.get("summary", {})
         save_model(args.output, model, model_cfg, dataset.num_classes, history=earlier + history,
                    config_hash=run_hash, rounds=rounds, segmentation=segmenter and segmenter["summary"],
+                   world_size=world.size,
                    stage_seconds={"extract_frames": upstream.get("wall_time_s"),
                                   "train": round(time.monotonic() - t0, 2)})
         args.checkpoint.unlink(missing_ok=True)

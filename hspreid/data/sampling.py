@@ -42,14 +42,24 @@ class IdentityBatchSampler:
     fewer than K); batches take P groups of distinct identities. Yields lists of
     ``(item, sample_seed)`` so that clip sampling in the workers is deterministic whatever the
     number of workers.
+
+    Distributed (``world_size`` W > 1): every rank draws the same global batches of W x P distinct identities
+    from (seed, epoch) and keeps block ``rank`` of P identities, so the ranks' batches are disjoint, together
+    they are the global batch, and each is a valid P x K batch. With W = 1 the batches are those of a
+    single-process run; a W-rank run sees the batches of a 1-rank run with P' = W x P, split in W.
     """
 
-    def __init__(self, labels: np.ndarray, num_ids: int, num_instances: int, seed: int = 0):
+    def __init__(self, labels: np.ndarray, num_ids: int, num_instances: int, seed: int = 0, rank: int = 0,
+                 world_size: int = 1):
         self.labels = np.asarray(labels)
         self.P, self.K, self.seed = num_ids, num_instances, seed
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside a world of {world_size}")
+        self.rank, self.world_size = rank, world_size
         self.by_label = {int(lab): np.flatnonzero(self.labels == lab) for lab in np.unique(self.labels)}
-        if len(self.by_label) < self.P:
-            raise ValueError(f"batch needs {self.P} identities but the training set has {len(self.by_label)}")
+        if len(self.by_label) < self.P * world_size:
+            raise ValueError(f"batch needs {self.P} identities per rank x {world_size} ranks but the training set "
+                             f"has {len(self.by_label)}")
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -64,21 +74,23 @@ class IdentityBatchSampler:
 
     def __len__(self) -> int:
         n_groups = sum(max(len(v) // self.K, 1) for v in self.by_label.values())
-        return max(n_groups // self.P, 1)
+        return max(n_groups // (self.P * self.world_size), 1)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         rng = np.random.default_rng([self.seed, self.epoch])
         groups = {lab: self._groups_of(lab, rng) for lab in self.by_label}
+        wanted = self.P * self.world_size                      # identities of one global batch
+        own = slice(self.rank * self.P * self.K, (self.rank + 1) * self.P * self.K)
         for _ in range(len(self)):
             available = [lab for lab, g in groups.items() if g]
-            if len(available) >= self.P:
-                chosen = rng.choice(available, self.P, replace=False)
-            else:  # fewer identities left than P: redraw groups for some exhausted ones
+            if len(available) >= wanted:
+                chosen = rng.choice(available, wanted, replace=False)
+            else:  # fewer identities left than a batch needs: redraw groups for some exhausted ones
                 exhausted = [lab for lab, g in groups.items() if not g]
-                refill = rng.choice(exhausted, self.P - len(available), replace=False)
+                refill = rng.choice(exhausted, wanted - len(available), replace=False)
                 for lab in refill:
                     groups[int(lab)] = self._groups_of(int(lab), rng)
                 chosen = np.array(available + [int(lab) for lab in refill])
             items = np.concatenate([groups[int(lab)].pop() for lab in chosen])
             seeds = rng.integers(0, 2**31 - 1, size=len(items))
-            yield [(int(i), int(s)) for i, s in zip(items, seeds)]
+            yield [(int(i), int(s)) for i, s in zip(items[own], seeds[own])]

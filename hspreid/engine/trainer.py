@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from hspreid.data.sampling import IdentityBatchSampler
+from hspreid.distributed import World, data_parallel
 from hspreid.io import atomic_file
 from hspreid.losses import Criterion
 from hspreid.models import ReIDModel
@@ -37,6 +38,8 @@ class TrainConfig:
     amp: bool = True           # only on CUDA
     log_every: int = 20
     start_epoch: int = 0       # position in the LR schedule of the first epoch (rounds continue one schedule)
+    nproc_per_node: int = 1    # training processes (torchrun, one GPU each; gloo on the CPU); P x K per process
+    sync_bn: bool = False      # SyncBatchNorm across the processes (CUDA only); default: each its own batch
 
 
 def lr_factor(epoch: int, cfg: TrainConfig) -> float:
@@ -63,17 +66,24 @@ def _collate(items: list[dict]) -> dict:
 
 
 def train(model: ReIDModel, dataset: Any, criterion: Criterion, cfg: TrainConfig, *, device: torch.device,
-          seed: int, checkpoint: Path, resume_key: str = "") -> list[dict]:
+          seed: int, checkpoint: Path, resume_key: str = "", world: World = World()) -> list[dict]:
     """Train ``model`` on ``dataset`` (a :class:`hspreid.data.datasets.TrainClips`-like dataset).
 
     ``checkpoint`` is rewritten atomically after every epoch; if it exists when training starts,
     training resumes after its last finished epoch, provided it was written for the same
-    ``resume_key`` (a hash of the configuration). Returns the per-epoch history.
+    ``resume_key`` (a hash of the configuration). Returns the per-epoch history (loss terms and accuracy
+    averaged over the ranks).
+
+    In a ``world`` of several processes (:mod:`hspreid.distributed`) each rank trains on its block of every
+    global batch (:class:`~hspreid.data.sampling.IdentityBatchSampler`), gradients are averaged over the ranks
+    (DistributedDataParallel), and only rank 0 writes the checkpoint and logs.
     """
-    sampler = IdentityBatchSampler(dataset.labels, cfg.num_ids, cfg.num_instances, seed=seed)
+    sampler = IdentityBatchSampler(dataset.labels, cfg.num_ids, cfg.num_instances, seed=seed, rank=world.rank,
+                                   world_size=world.size)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers, collate_fn=_collate,
                         persistent_workers=cfg.num_workers > 0, pin_memory=device.type == "cuda")
     model.to(device)
+    net = data_parallel(model, world, device, cfg.sync_bn)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     use_amp = cfg.amp and device.type == "cuda"
@@ -103,7 +113,7 @@ def train(model: ReIDModel, dataset: Any, criterion: Criterion, cfg: TrainConfig
             frames = batch["frames"].to(device, non_blocking=True)
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with torch.autocast(device.type, enabled=use_amp):
-                out = model(frames, **model.extras(batch))
+                out = net(frames, **model.extras(batch))
             loss, parts = criterion(out, batch)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -116,13 +126,16 @@ def train(model: ReIDModel, dataset: Any, criterion: Criterion, cfg: TrainConfig
                 sums[k] = sums.get(k, 0.0) + v
             if cfg.log_every and (it + 1) % cfg.log_every == 0:
                 log.info("epoch %d it %d/%d loss %.4f", epoch + 1, it + 1, len(sampler), parts["loss"])
+        means = world.mean({k: v / max(n, 1) for k, v in sums.items()})
         record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.monotonic() - t0, 2),
-                  **{k: round(v / max(n, 1), 5) for k, v in sums.items()}}
+                  **{k: round(v, 5) for k, v in means.items()}}
         history.append(record)
         log.info("epoch %d/%d %s", epoch + 1, cfg.epochs,
                  " ".join(f"{k}={v}" for k, v in record.items() if k != "epoch"))
-        with atomic_file(checkpoint) as tmp:
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scaler": scaler.state_dict(), "history": history, "epoch": epoch,
-                        "torch_rng": torch.get_rng_state(), "resume_key": resume_key}, tmp)
+        if world.main:
+            with atomic_file(checkpoint) as tmp:
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "scaler": scaler.state_dict(), "history": history, "epoch": epoch,
+                            "torch_rng": torch.get_rng_state(), "resume_key": resume_key}, tmp)
+        world.barrier()                    # every rank sees the checkpoint of the epoch it finished
     return history

@@ -23,6 +23,7 @@ import torch
 
 from hspreid.config import block_values, check_keys, typed_config
 from hspreid.data.frames import FrameStore
+from hspreid.distributed import World, data_parallel
 from hspreid.data.index import tracklet_table
 from hspreid.errors import UserError
 from hspreid.io import atomic_file
@@ -136,6 +137,7 @@ class SegmenterTraining:
     labels: Literal["argmax", "foreground"] = "argmax"   # part maps: argmax | foreground (parts > background first)
     infer_batch_size: int = 256     # frames per batch when segmenting the store
     quality_frames: int = 4000      # about this many frames are scored against ground-truth masks (0: none)
+    nproc_per_node: int = 1         # training processes (torchrun); each draws its own batch_size pairs per step
 
     def __post_init__(self) -> None:
         for key in ("batch_size", "gap", "log_every", "infer_batch_size"):
@@ -179,18 +181,20 @@ def split_params(params: dict[str, Any], where: str = "segmentation") -> tuple[d
 
 def pretrain_from_store(store: FrameStore | str | Path, index: pd.DataFrame, model_params: dict[str, Any],
                         train: dict[str, Any], *, device: str | torch.device = "cpu", seed: int = 0,
-                        checkpoint: str | Path | None = None,
-                        masks: FixedMasks | None = None) -> tuple[CoPartSegmenter, dict[str, Any]]:
+                        checkpoint: str | Path | None = None, masks: FixedMasks | None = None,
+                        world: World = World()) -> tuple[CoPartSegmenter, dict[str, Any]]:
     """Build a ``CoPartSegmenter(**model_params)`` and pre-train it on the (t, t + gap) pairs of the training
     tracklets of ``store`` with the options ``train`` (see ``TRAIN_DEFAULTS``); ``masks``: fixed segmentation
     maps (see ``FramePairSampler``). Returns (model, result of ``pretrain_segmenter`` plus "pairs",
-    "pairs_per_s", "epochs")."""
+    "pairs_per_s", "epochs"). In a ``world`` of N processes each draws its own ``batch_size`` pairs per step,
+    so an epoch takes N times fewer steps."""
     train = {**TRAIN_DEFAULTS, **train}
     torch.manual_seed(seed)
     model = CoPartSegmenter(**model_params)
     sampler = FramePairSampler.from_index(store, index, subset="train", gap=train["gap"],
-                                          batch_size=train["batch_size"], seed=seed, masks=masks)
-    per_epoch = math.ceil(len(sampler.pairs) / train["batch_size"])
+                                          batch_size=train["batch_size"], seed=rank_seed(seed, world.rank),
+                                          masks=masks)
+    per_epoch = math.ceil(len(sampler.pairs) / (train["batch_size"] * world.size))
     if train["steps"] is not None:
         steps, epochs = int(train["steps"]), None
     else:
@@ -201,10 +205,29 @@ def pretrain_from_store(store: FrameStore | str | Path, index: pd.DataFrame, mod
     result = pretrain_segmenter(model, sampler, steps=steps, lr=train["lr"], weight_decay=train["weight_decay"],
                                 lr_step=lr_step, lr_gamma=train["lr_gamma"], device=device, seed=seed,
                                 log_every=train["log_every"], checkpoint=checkpoint,
-                                checkpoint_every=train["checkpoint_every"], geo_warmup=train["geo_warmup"])
+                                checkpoint_every=train["checkpoint_every"], geo_warmup=train["geo_warmup"],
+                                world=world)
     result.update(pairs=int(len(sampler.pairs)), epochs=epochs,
-                  pairs_per_s=steps * train["batch_size"] / max(result["seconds"], 1e-9))
+                  pairs_per_s=steps * train["batch_size"] * world.size / max(result["seconds"], 1e-9))
     return model, result
+
+
+class _StepLoss(torch.nn.Module):
+    """One pre-training step's loss terms as a module's forward (eqs. 6-8 from a frame pair), so that
+    DistributedDataParallel sees every use of the parameters, the equivariance pass of eq. 7 included."""
+
+    def __init__(self, model: CoPartSegmenter):
+        super().__init__()
+        self.model = model
+
+    def forward(self, source: torch.Tensor, driving: torch.Tensor, fixed: Any, generator: torch.Generator,
+                scale: dict[str, float] | None) -> dict[str, torch.Tensor]:
+        return self.model.loss(self.model(source, driving, fixed), source, driving, generator, scale)
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of a rank's own random stream: ``seed`` itself on rank 0 (a world of one is unchanged)."""
+    return seed if rank == 0 else seed + 104729 * rank
 
 
 def pretrain_segmenter(model: CoPartSegmenter, pairs: Iterable[Sequence[torch.Tensor]], *, steps: int | None = None,
@@ -212,7 +235,7 @@ def pretrain_segmenter(model: CoPartSegmenter, pairs: Iterable[Sequence[torch.Te
                        betas: tuple[float, float] = (0.9, 0.999), lr_step: int | None = None, lr_gamma: float = 0.1,
                        device: str | torch.device = "cpu", seed: int = 0, log_every: int = 50,
                        checkpoint: str | Path | None = None, checkpoint_every: int | None = None,
-                       geo_warmup: float = 0.0) -> dict[str, Any]:
+                       geo_warmup: float = 0.0, world: World = World()) -> dict[str, Any]:
     """Train ``model`` on batches ``(I_t, I_{t+1})`` (or ``(I_t, I_{t+1}, (M_t, M_{t+1}))`` with fixed
     segmentation maps, see ``FramePairSampler``) from ``pairs`` for ``steps`` optimiser steps (or ``epochs``
     passes over a finite loader with ``len``). Adam with the paper's lr 3e-4 and weight decay 5e-4; the lr is
@@ -223,6 +246,10 @@ def pretrain_segmenter(model: CoPartSegmenter, pairs: Iterable[Sequence[torch.Te
     over the first steps, so that parts learn to move before they are pulled together. The equivariance
     transforms are drawn from a generator seeded with ``seed``; batches come in ``pairs``' own (seeded) order.
     Returns {"history": [per-log-window means], "steps", "seconds", "final": last window}.
+
+    In a ``world`` of several processes each rank feeds its own ``pairs`` (seed them per rank), the gradients
+    are averaged over the ranks (DistributedDataParallel over the whole step, losses included), the logged means
+    are the ranks' means, and only rank 0 writes the checkpoint.
     """
     if epochs is not None:
         if not hasattr(pairs, "__len__"):
@@ -234,8 +261,9 @@ def pretrain_segmenter(model: CoPartSegmenter, pairs: Iterable[Sequence[torch.Te
         raise UserError(f"segmentation geo_warmup: expected a fraction of the steps in [0, 1], got {geo_warmup}")
     warm_steps = geo_warmup * steps
     torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(rank_seed(seed, world.rank))
     model.to(device).train()
+    step_loss = data_parallel(_StepLoss(model), world, torch.device(device))
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=betas, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, lr_step, lr_gamma) if lr_step else None
     history: list[dict[str, float]] = []
@@ -244,9 +272,8 @@ def pretrain_segmenter(model: CoPartSegmenter, pairs: Iterable[Sequence[torch.Te
     batches = _batches(pairs)
     for step in range(1, steps + 1):
         source, driving, fixed = split_batch(next(batches), device)
-        out = model(source, driving, fixed)
         scale = {"lambda_geo": min(1.0, (step - 1) / warm_steps)} if warm_steps > 0 else None
-        terms = model.loss(out, source, driving, generator, scale)
+        terms = step_loss(source, driving, fixed, generator, scale)
         if not torch.isfinite(terms["total"]):
             raise FloatingPointError(f"segmentation pre-training: non-finite loss at step {step}: "
                                      f"{ {k: float(v) for k, v in terms.items()} }")
@@ -260,17 +287,17 @@ def pretrain_segmenter(model: CoPartSegmenter, pairs: Iterable[Sequence[torch.Te
         window["n"] = window.get("n", 0.0) + 1
         if step % log_every == 0 or step == steps:
             n = window.pop("n")
-            row = {"step": step, "lr": opt.param_groups[0]["lr"], **{k: v / n for k, v in window.items()}}
+            row = {"step": step, "lr": opt.param_groups[0]["lr"], **world.mean({k: v / n for k, v in window.items()})}
             history.append(row)
             window = {}
             elapsed = time.monotonic() - t0
             log.info("segmenter step %d/%d: loss %.4f (rec %.4f, equ %.4f, geo %.4f), %.2f steps/s, ETA %.0f s",
                      step, steps, row["total"], row["rec"], row["equ"], row["geo"], step / elapsed,
                      (steps - step) * elapsed / step)
-        if checkpoint is not None and checkpoint_every and step % checkpoint_every == 0 and step < steps:
+        if checkpoint is not None and checkpoint_every and step % checkpoint_every == 0 and step < steps and world.main:
             save_checkpoint(model, checkpoint, step=step, history=history)
     seconds = time.monotonic() - t0
-    if checkpoint is not None:
+    if checkpoint is not None and world.main:
         save_checkpoint(model, checkpoint, step=steps, history=history, seconds=seconds)
     return {"history": history, "steps": steps, "seconds": round(seconds, 2),
             "final": history[-1] if history else {"total": math.nan}}

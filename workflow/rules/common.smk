@@ -21,6 +21,8 @@ ABLATIONS = CATALOG.ablations
 TORCH_THREADS = config["torch_threads"]
 # What every torch stage is told besides its own inputs: device, seed and threads.
 TORCH_ARGS = f"--device {config['device']} --seed {config['seed']} --torch-threads {TORCH_THREADS}"
+# What every torch job asks a cluster for besides GPUs and cores (config.yaml's torch_resources).
+TORCH_MEM_MB, TORCH_RUNTIME = config["torch_resources"]["mem_mb"], config["torch_resources"]["runtime"]
 
 
 wildcard_constraints:
@@ -34,6 +36,11 @@ wildcard_constraints:
 def max_threads(wanted=8):
     """Threads for a compute-heavy rule: `wanted`, but never more than this machine's cores."""
     return min(wanted, os.cpu_count() or 1)
+
+
+def torch_threads_of(block):
+    """A torch rule's threads: torch's threads in each of its processes (`<block>.nproc_per_node`)."""
+    return lambda w: max_threads(TORCH_THREADS * run(w).processes(block)) if block else max_threads(TORCH_THREADS)
 
 
 def looked_up(function):
@@ -67,6 +74,9 @@ frames_params = lambda w: CATALOG.frames_params(w.dataset)
 train_frames = lambda w: run(w).train_frames
 train_index = lambda w: run(w).train_index
 checkpoint_path = lambda w: run(w).checkpoint
+launcher_of = lambda block: (lambda w: run(w).launcher(block))
+gpus_of = lambda block: (lambda w: run(w).gpus(block))
+cpus_per_gpu = lambda w: run(w).cpus_per_gpu()
 run_model = lambda w: run(w).model
 train_params = looked_up(lambda w: run(w).train_params(round_of(w)))
 train_segmenter = lambda w: run(w).segmenter
@@ -86,13 +96,14 @@ rank_params = lambda w: run(w).rank_params()
 parsing_params = looked_up(lambda w: CATALOG.parsing_params(w.dataset, w.source))
 external_maps = looked_up(lambda w: CATALOG.external_maps(w.dataset, w.source))
 parser_model = lambda w: f"results/{w.dataset}/{w.source}/model.pt" if w.source in PARSERS else []
-parser_gpu = lambda w: int(w.source in PARSERS)
+parser_gpu = lambda w: int(w.source in PARSERS and config["device"] != "cpu")
 ablation_metrics = lambda w: [f"results/{w.dataset}/{m}/metrics.json" for m in ABLATIONS[w.table]]
 ablation_rows = lambda w: json.dumps(ABLATIONS[w.table], sort_keys=True, separators=(",", ":"))
 
 
 @looked_up
 def unknown_run(wildcards):
-    """Input of the catch-all target rule: a line naming the unknown data set or method (see metrics.smk)."""
-    CATALOG.run(wildcards.dataset, wildcards.method)  # names an unknown data set or method, or a bad block
-    raise UserError(f"results/{wildcards.dataset}/{wildcards.method}/metrics.json: no rule makes this target")
+    """Input of the catch-all target rule (metrics.smk): a line naming an unknown data set or method, or the run's
+    own configuration error; nothing for a valid run, which `ruleorder` then gives to rank."""
+    CATALOG.run(wildcards.dataset, wildcards.method)
+    return []

@@ -16,8 +16,10 @@ rule extract_features:
         "results/{dataset}/{method}/logs/extract_features.log",
     threads: max_threads(TORCH_THREADS)
     resources:
-        gpu=1,
-        mem_mb=8000,
+        gpu=gpus_of(None),
+        cpus_per_gpu=cpus_per_gpu,
+        mem_mb=TORCH_MEM_MB,
+        runtime=TORCH_RUNTIME,
     conda:
         "../../envs/hspreid.yaml"
     shell:

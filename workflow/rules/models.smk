@@ -15,17 +15,20 @@ rule train:
         model="results/{dataset}/{method}/model.pt",
     params:
         cfg=train_params,
+        launch=launcher_of("train"),
         torch=TORCH_ARGS,
         checkpoint=checkpoint_path,
     log:
         "results/{dataset}/{method}/logs/train.log",
-    threads: max_threads(TORCH_THREADS)
+    threads: torch_threads_of("train")
     resources:
-        gpu=1,
-        mem_mb=8000,
+        gpu=gpus_of("train"),
+        cpus_per_gpu=cpus_per_gpu,
+        mem_mb=TORCH_MEM_MB,
+        runtime=TORCH_RUNTIME,
     conda:
         "../../envs/hspreid.yaml"
     shell:
-        "python -m stages.train --frames {input.frames} --index {input.index} --output {output.model}"
+        "{params.launch} -m stages.train --frames {input.frames} --index {input.index} --output {output.model}"
         " --parsing {input.parsing} --keypoints-root {input.keypoints_root}"
         " --checkpoint {params.checkpoint} --params {params.cfg:q} {params.torch} --log-file {log}"

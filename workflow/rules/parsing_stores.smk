@@ -19,7 +19,8 @@ rule parse_frames:
     threads: max_threads(TORCH_THREADS)
     resources:
         gpu=parser_gpu,
-        mem_mb=4000,
+        mem_mb=TORCH_MEM_MB,
+        runtime=TORCH_RUNTIME,
     conda:
         "../../envs/hspreid.yaml"
     shell:

@@ -16,8 +16,10 @@ rule pseudo_labels:
         "results/{dataset}/{method}/logs/pseudo_labels_round{round}.log",
     threads: max_threads(TORCH_THREADS)
     resources:
-        gpu=1,
-        mem_mb=8000,
+        gpu=gpus_of(None),
+        cpus_per_gpu=cpus_per_gpu,
+        mem_mb=TORCH_MEM_MB,
+        runtime=TORCH_RUNTIME,
     conda:
         "../../envs/hspreid.yaml"
     shell:
@@ -36,18 +38,21 @@ rule train_round:
         model="results/{dataset}/{method}/round{round}/model.pt",
     params:
         cfg=train_params,
+        launch=launcher_of("train"),
         torch=TORCH_ARGS,
         checkpoint=round_checkpoint,
     log:
         "results/{dataset}/{method}/logs/train_round{round}.log",
-    threads: max_threads(TORCH_THREADS)
+    threads: torch_threads_of("train")
     resources:
-        gpu=1,
-        mem_mb=8000,
+        gpu=gpus_of("train"),
+        cpus_per_gpu=cpus_per_gpu,
+        mem_mb=TORCH_MEM_MB,
+        runtime=TORCH_RUNTIME,
     conda:
         "../../envs/hspreid.yaml"
     shell:
-        "python -m stages.train --frames {input.frames} --index {input.index} --part-labels {input.labels}"
+        "{params.launch} -m stages.train --frames {input.frames} --index {input.index} --part-labels {input.labels}"
         " --init {input.init} --output {output.model} --checkpoint {params.checkpoint} --params {params.cfg:q}"
         " {params.torch} --log-file {log}"
 

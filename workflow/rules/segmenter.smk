@@ -13,16 +13,19 @@ rule pretrain_segmentation:
         summary="results/{dataset}/{method}/segmentation.json",
     params:
         cfg=segmentation_params,
+        launch=launcher_of("segmentation"),
         torch=TORCH_ARGS,
     log:
         "results/{dataset}/{method}/logs/pretrain_segmentation.log",
-    threads: max_threads(TORCH_THREADS)
+    threads: torch_threads_of("segmentation")
     resources:
-        gpu=1,
-        mem_mb=8000,
+        gpu=gpus_of("segmentation"),
+        cpus_per_gpu=cpus_per_gpu,
+        mem_mb=TORCH_MEM_MB,
+        runtime=TORCH_RUNTIME,
     conda:
         "../../envs/hspreid.yaml"
     shell:
-        "python -m stages.pretrain_segmentation --frames {input.frames} --index {input.index}"
+        "{params.launch} -m stages.pretrain_segmentation --frames {input.frames} --index {input.index}"
         " --params {params.cfg:q} --model-out {output.model} --parsing-out {output.parsing}"
         " --summary {output.summary} {params.torch} --log-file {log}"
