@@ -73,6 +73,12 @@ def _ours(conf: Path) -> bool:
         return conf.is_symlink()
 
 
+def _is_state(state: Path) -> bool:
+    """`state` holds a configuration this harness wrote (so `up` and `down` may delete it)."""
+    conf = state / "slurm.conf"
+    return conf.is_file() and _ours(conf)
+
+
 def state_of() -> Path | None:
     """The state directory of the cluster this harness brought up, from the link at CONF_LINK."""
     if CONF_LINK.is_symlink():
@@ -168,11 +174,14 @@ def up(state: Path = DEFAULT_STATE, gpus: int = 2, timeout: float = 60.0) -> dic
     reason = unavailable()
     if reason:
         raise RuntimeError(f"local SLURM: {reason}")
+    state = state.absolute()
     previous = state_of()
     if previous is not None:
         if running(previous):
             raise RuntimeError(f"local SLURM: already up in {previous} (run `down` first)")
         down(previous)  # the remains of a killed run
+    if state.exists() and any(state.iterdir()) and not _is_state(state):
+        raise RuntimeError(f"local SLURM: {state} is not empty and not a state directory of this harness")
     shutil.rmtree(state, ignore_errors=True)
     for sub in ("munge", "slurmctld", "slurmd"):
         (state / sub).mkdir(parents=True)
@@ -228,7 +237,7 @@ def running(state: Path) -> bool:
 def down(state: Path | None = None, timeout: float = 20.0) -> None:
     """Cancel every job, stop the daemons by PID (SIGTERM, SIGKILL after `timeout`), remove the link and
     the state directory."""
-    state = state or state_of() or DEFAULT_STATE
+    state = (state or state_of() or DEFAULT_STATE).absolute()
     facts_file = state / "pids.json"
     pids = json.loads(facts_file.read_text())["pids"] if facts_file.exists() else {}
     if pids.get("slurmctld") and _alive(pids["slurmctld"], state):
@@ -255,7 +264,8 @@ def down(state: Path | None = None, timeout: float = 20.0) -> None:
             pass
     if CONF_LINK.is_symlink() and Path(os.readlink(CONF_LINK)).parent == state:
         CONF_LINK.unlink()
-    shutil.rmtree(state, ignore_errors=True)
+    if _is_state(state):
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def jobs() -> list[dict[str, str]]:

@@ -22,10 +22,11 @@ TIMINGS = ("stage_seconds",)
 def test_tiny_dag_on_slurm_equals_the_local_run(slurm_cluster, tiny_workflow, tmp_path_factory):
     wd = new_workdir(tmp_path_factory)
     set_overrides(wd, "")
-    snakemake(wd, TARGET, *PROFILE, *NO_SLURMDBD,
-              "--default-resources", f"slurm_partition={slurm_cluster['partition']}")
+    snakemake(wd, TARGET, *PROFILE, *NO_SLURMDBD, "--default-resources",
+              f"slurm_partition={slurm_cluster['partition']}", timeout=900)  # 220 s on 2 shared cores
 
     jobs = [j for j in local_slurm.jobs() if j.get("WorkDir") == str(wd)]
+    assert len(jobs) == 5
     rules = {j["Comment"].removeprefix("rule_").split("_wildcards_")[0]: j for j in jobs}
     assert sorted(rules) == sorted(["synthesize", "extract_frames", "train", "extract_features", "rank"])
     assert all(j["JobState"] == "COMPLETED" and j["Partition"] == slurm_cluster["partition"] for j in jobs)
