@@ -50,3 +50,18 @@ def _hspreid_logger_restored():
             logger.removeHandler(h)
             h.close()
     logger.propagate, logger.level = propagate, level
+
+
+@pytest.fixture(scope="session")
+def tiny_workflow(tmp_path_factory) -> dict:
+    """The real Snakefile's tiny synthetic baseline DAG (tests/_workflow.py), run once locally with --cores 2:
+    {'workdir', 'metrics' (its metrics.json as first written)}. test_workflow.py edits and reruns that
+    workdir; the SLURM test compares its cluster run against the metrics."""
+    import json
+
+    from _workflow import TARGET, new_workdir, set_overrides, snakemake
+
+    wd = new_workdir(tmp_path_factory)
+    set_overrides(wd, "")
+    snakemake(wd, TARGET)
+    return {"workdir": wd, "metrics": json.loads((wd / TARGET).read_text())}

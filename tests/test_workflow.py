@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,9 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from _workflow import TARGET, TINY, new_workdir, set_overrides, snakemake
 
-REPO = Path(__file__).resolve().parents[1]
-TARGET = "results/synth_tiny/baseline/metrics.json"
 OUTPUTS = {
     "synthesize": "data/synth_tiny",
     "extract_frames": "results/synth_tiny/index.parquet",
@@ -28,31 +26,7 @@ OUTPUTS = {
     "extract_features": "results/synth_tiny/baseline/features.zarr",
     "rank": TARGET,
 }
-TINY = """\
-kind: mars
-modality: video
-root: data/synth_tiny
-synthetic:
-  layout: mars
-  params: {num_train_ids: 8, num_test_ids: 6, num_distractors: 2, num_junk: 2,
-           frames_per_tracklet: [4, 8], height: 64, width: 32}
-frames: {height: 64, width: 32}
-overrides:
-  model: {backbone: resnet18}
-  train: {epochs: 2, warmup_epochs: 1, milestones: [5], num_ids: 4, num_instances: 2, num_frames: 2,
-          num_workers: 0, log_every: 0}
-  features: {clip_len: 4, num_workers: 0}
-"""
 METRIC_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP", "cmc", "num_query", "num_gallery")
-
-
-def snakemake(workdir: Path, *args: str) -> str:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--cores", "2", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return proc.stdout
 
 
 def plan(workdir: Path) -> dict[str, str]:
@@ -75,29 +49,14 @@ def mtimes(workdir: Path) -> dict[str, float]:
     return {rule: stamp(workdir / out) for rule, out in OUTPUTS.items()}
 
 
-def set_overrides(workdir: Path, extra: str) -> None:
-    (workdir / "config/datasets/synth_tiny.yaml").write_text(TINY + extra)
-
-
 def metric_numbers(workdir: Path) -> dict:
     m = json.loads((workdir / TARGET).read_text())
     return {k: m[k] for k in METRIC_KEYS}
 
 
-def new_workdir(tmp_path_factory) -> Path:
-    wd = tmp_path_factory.mktemp("wf")
-    (wd / "config/datasets").mkdir(parents=True)
-    shutil.copy(REPO / "config/config.yaml", wd / "config/config.yaml")
-    shutil.copytree(REPO / "config/methods", wd / "config/methods")
-    return wd
-
-
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    wd = new_workdir(tmp_path_factory)
-    set_overrides(wd, "")
-    snakemake(wd, TARGET)
-    return wd
+def workdir(tiny_workflow) -> Path:
+    return tiny_workflow["workdir"]
 
 
 def test_metrics_json_has_the_protocol_and_numbers(workdir):
