@@ -34,6 +34,10 @@ from hspreid.segmentation.store import segment_store, write_part_store
 from hspreid.stage import parse_params, run_stage, stage_parser
 
 
+SUMMARY_SCORES = ("mean_part_iou", "many_to_one_iou", "many_to_one_iou_limbs", "keypoint_error", "foreground_iou")
+"""The test frames' scores copied to the summary's top level (the model's, and the stripes' with a prefix)."""
+
+
 def main(argv: list[str] | None = None) -> int:
     p = stage_parser(__doc__, torch_threads=True)
     p.add_argument("--frames", required=True, type=Path, help="frames.zarr")
@@ -80,9 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             if kept["rows"]:
                 labels, rows = np.concatenate(kept["labels"]), np.concatenate(kept["rows"])
                 masks = store.read(rows, "masks")
-                quality = {name: segmentation_quality(labels[subset[rows] == name], masks[subset[rows] == name],
-                                                      model.num_parts)
-                           for name in ("train", "test") if (subset[rows] == name).any()}
+                quality = segmentation_quality(labels, masks, model.num_parts, split=subset[rows])
             return {"num_parts": model.num_parts, "seg_size": list(model.seg_size), "model": str(args.model_out),
                     "labels": train["labels"],
                     "frames": str(args.frames), "config": model.config, "steps": result["steps"],
@@ -104,9 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         if quality and "test" in quality:
             q = quality["test"]
-            summary.update(mean_part_iou=q["model"]["mean_part_iou"], foreground_iou=q["model"]["foreground_iou"],
-                           stripes_mean_part_iou=q["stripes"]["mean_part_iou"],
-                           stripes_foreground_iou=q["stripes"]["foreground_iou"])
+            for prefix, partition in (("", "model"), ("stripes_", "stripes")):
+                summary.update({f"{prefix}{key}": q[partition].get(key) for key in SUMMARY_SCORES})
             log.info("test frames: mean part IoU %.4f (stripes %.4f, stripes of the true foreground %.4f), "
                      "foreground IoU %.4f", q["model"]["mean_part_iou"], q["stripes"]["mean_part_iou"],
                      q["stripes_gt_foreground"]["mean_part_iou"], q["model"]["foreground_iou"])

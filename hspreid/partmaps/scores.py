@@ -140,22 +140,146 @@ def partition_scores(labels: np.ndarray, truth: np.ndarray, num_parts: int) -> d
             "matched_part": {str(g): int(inverse[g]) for g in present if g in inverse}}
 
 
-def segmentation_quality(labels: np.ndarray, masks: np.ndarray, num_parts: int) -> dict[str, Any]:
-    """Part maps [n, h, w] against ground-truth masks [n, H, W] (nearest-resized to h x w), beside the baselines:
-    {"frames", "grid", "model", "stripes" (K stripes of the whole image), "stripes_gt_foreground" (oracle: K
-    stripes of the ground-truth foreground), "stripes_model_foreground" (K stripes of the model's own foreground:
-    do the learned parts beat slicing their union by height?)}, each a :func:`partition_scores` dict."""
+def _confusion(labels: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Pixel counts conf[p, g] of predicted label p against ground-truth label g over all maps."""
+    p, g = np.asarray(labels).reshape(-1).astype(np.int64), np.asarray(truth).reshape(-1).astype(np.int64)
+    n_p, n_g = int(p.max(initial=0)) + 1, int(g.max(initial=0)) + 1
+    return np.bincount(p * n_g + g, minlength=n_p * n_g).reshape(n_p, n_g)
+
+
+def many_to_one_iou(labels: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
+    """Many-to-one IoU of unsupervised parts (the co-part segmentation literature's score, e.g. SCOPS, Hung et
+    al. 2019): each predicted part (label >= 1) goes to the ground-truth label it overlaps most over all maps
+    (background 0 included: a part lying mostly on the background scores nowhere), and each ground-truth part
+    is scored by the IoU of the union of the parts it received. Several parts may serve one ground-truth part,
+    and a ground-truth part that receives none scores 0.
+
+    Returns {"mean": mean over the ground-truth parts present, "per_part": {label: IoU}, "assigned": {predicted
+    part: ground-truth label}}; JSON-ready, rounded to 4 places."""
+    conf = _confusion(labels, truth)
+    n_p, n_g = conf.shape
+    assigned = {p: int(np.argmax(conf[p])) for p in range(1, n_p) if conf[p].sum() > 0}
+    present = [g for g in range(1, n_g) if conf[:, g].sum() > 0]
+    per_part = {}
+    for g in present:
+        parts = [p for p, a in assigned.items() if a == g]
+        inter = conf[parts, g].sum() if parts else 0
+        union = (conf[parts].sum() if parts else 0) + conf[:, g].sum() - inter
+        per_part[str(g)] = _rounded(inter / union)
+    mean = float(np.mean([per_part[str(g)] for g in present])) if present else float("nan")
+    return {"mean": _rounded(mean), "per_part": per_part, "assigned": {str(p): g for p, g in assigned.items()}}
+
+
+def part_centroids(labels: np.ndarray, num_parts: int) -> np.ndarray:
+    """Centroid (x, y), as fractions of the map's width and height (pixel centres), of parts 1..num_parts in
+    every map: float [n, num_parts, 2], NaN where a map has no pixel of the part."""
+    labels = np.asarray(labels)
+    n, h, w = labels.shape
+    ys, xs = (np.arange(h) + 0.5) / h, (np.arange(w) + 0.5) / w
+    onehot = labels[:, None] == np.arange(1, num_parts + 1)[None, :, None, None]          # [n, K, h, w]
+    mass = onehot.sum((2, 3)).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cx = (onehot.sum(2) * xs).sum(2) / mass
+        cy = (onehot.sum(3) * ys).sum(2) / mass
+    return np.stack([cx, cy], axis=-1)
+
+
+def keypoint_error(labels: np.ndarray, keypoints: np.ndarray, fit: np.ndarray, num_parts: int,
+                   ridge: float = 1e-6) -> float | None:
+    """How well the parts locate the body: a linear regression from the part centroids to the key points, fitted
+    on the maps where ``fit`` is true and measured on the others (the landmark-regression protocol of the
+    co-part segmentation literature, Thewlis et al. 2017, SCOPS, Siarohin et al. 2020).
+
+    labels [n, h, w] (0 background, 1..num_parts); keypoints [n, J, 3]: x, y as fractions of the frame and a
+    visibility (> 0 visible); fit bool [n]. The regressor's inputs are the 2 x num_parts centroid coordinates
+    (a part missing from a map takes its mean over the fitting maps) and a constant; each joint has its own
+    least-squares fit (ridge ``ridge``) on the fitting maps where it is visible. The error is the mean
+    Euclidean distance between predicted and true visible key points of the measured maps, in pixels
+    divided by the frame height. None when a side has no visible key point."""
+    labels, keypoints, fit = np.asarray(labels), np.asarray(keypoints, np.float64), np.asarray(fit, bool)
+    if keypoints.ndim != 3 or keypoints.shape[0] != len(labels) or keypoints.shape[2] < 3:
+        raise UserError(f"keypoint_error: expected key points [n, J, 3] for {len(labels)} maps, "
+                        f"got {keypoints.shape}")
+    h, w = labels.shape[1:]
+    cent = part_centroids(labels, num_parts)                                            # [n, K, 2]
+    fill = np.nanmean(np.where(fit[:, None, None], cent, np.nan), axis=0) if fit.any() else np.zeros((num_parts, 2))
+    cent = np.where(np.isnan(cent), np.nan_to_num(fill, nan=0.5)[None], cent)
+    X = np.concatenate([cent.reshape(len(labels), -1), np.ones((len(labels), 1))], axis=1)
+    aspect = np.array([w / h, 1.0])                                                     # fractions -> heights
+    errors = []
+    for j in range(keypoints.shape[1]):
+        seen = np.isfinite(keypoints[:, j, :2]).all(1) & (keypoints[:, j, 2] > 0)
+        train, test = seen & fit, seen & ~fit
+        if not train.any() or not test.any():
+            continue
+        A = X[train]
+        coef = np.linalg.solve(A.T @ A + ridge * np.eye(A.shape[1]), A.T @ keypoints[train, j, :2])
+        diff = (X[test] @ coef - keypoints[test, j, :2]) * aspect
+        errors.append(np.sqrt((diff ** 2).sum(1)))
+    return _rounded(float(np.concatenate(errors).mean())) if errors else None
+
+
+def partitions(labels: np.ndarray, truth: np.ndarray, num_parts: int,
+               limbs: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The part maps [n, h, w] scored beside a model's ``labels``: K horizontal stripes of the whole image
+    (``stripes``, PCB's partition), K stripes of the ground-truth foreground (``stripes_gt_foreground``, an
+    oracle of position alone), K stripes of the model's own foreground (``stripes_model_foreground``: do the
+    parts beat slicing their union by height?) and, given the ground-truth pieces that move rigidly,
+    ``limbs`` themselves (the upper bound of a motion-supervised co-part segmenter)."""
+    shape = labels.shape
+    out = {"model": labels, "stripes": stripe_labels(shape, num_parts),
+           "stripes_gt_foreground": stripe_labels(shape, num_parts, truth > 0),
+           "stripes_model_foreground": stripe_labels(shape, num_parts, labels > 0)}
+    if limbs is not None:
+        out["limbs"] = limbs
+    return out
+
+
+def segmentation_quality(labels: np.ndarray, masks: np.ndarray, num_parts: int, *, limbs: np.ndarray | None = None,
+                         keypoints: np.ndarray | None = None,
+                         split: np.ndarray | None = None) -> dict[str, Any]:
+    """Part maps [n, h, w] (0 background, 1..num_parts) against the ground truth, beside the baselines of
+    :func:`partitions`; the ground truth (masks [n, H, W] in the five-region code with belongings, and ``limbs``
+    [n, H, W], the pieces that move rigidly) is nearest-resized to h x w.
+
+    Every partition gets :func:`partition_scores` (Hungarian one-to-one against the regions, foreground IoU),
+    ``many_to_one_iou`` against the regions and, with ``limbs``, ``many_to_one_iou_limbs``. Without ``split``
+    the result is {"frames", "grid", <partition>: scores}. With ``split`` (a name per map, e.g. "train" /
+    "test") it is {name: that dict for the maps of that name}, and with ``keypoints`` [n, J, 3] (x, y
+    fractions, visibility) every split but "train" also gets ``keypoint_error``: the landmark regression of
+    :func:`keypoint_error` fitted on the "train" maps."""
     labels = np.asarray(labels)
     truth = resize_nearest(masks, labels.shape[1:])
-    fg_truth, fg_model = truth > 0, labels > 0
-    return {
-        "frames": int(len(labels)), "grid": list(labels.shape[1:]),
-        "model": partition_scores(labels, truth, num_parts),
-        "stripes": partition_scores(stripe_labels(labels.shape, num_parts), truth, num_parts),
-        "stripes_gt_foreground": partition_scores(stripe_labels(labels.shape, num_parts, fg_truth), truth, num_parts),
-        "stripes_model_foreground": partition_scores(stripe_labels(labels.shape, num_parts, fg_model), truth,
-                                                     num_parts),
-    }
+    limbs = None if limbs is None else resize_nearest(limbs, labels.shape[1:])
+    maps = partitions(labels, truth, num_parts, limbs)
+    classes = {name: num_parts for name in maps}
+    if limbs is not None:
+        classes["limbs"] = max(num_parts, int(limbs.max(initial=0)))
+
+    def scores(pick: np.ndarray) -> dict[str, Any]:
+        out: dict[str, Any] = {"frames": int(pick.sum()), "grid": list(labels.shape[1:])}
+        for name, parts in maps.items():
+            entry = partition_scores(parts[pick], truth[pick], classes[name])
+            entry["many_to_one_iou"] = many_to_one_iou(parts[pick], truth[pick])["mean"]
+            if limbs is not None:
+                entry["many_to_one_iou_limbs"] = many_to_one_iou(parts[pick], limbs[pick])["mean"]
+            out[name] = entry
+        return out
+
+    if split is None:
+        return scores(np.ones(len(labels), bool))
+    split = np.asarray(split)
+    result = {str(name): scores(split == name) for name in np.unique(split)}
+    if keypoints is not None:
+        fit = split == "train"
+        for name in result:
+            if name == "train":
+                continue
+            use = fit | (split == name)
+            for part_name, parts in maps.items():
+                result[name][part_name]["keypoint_error"] = keypoint_error(
+                    parts[use], keypoints[use], fit[use], classes[part_name])
+    return result
 
 
 class RegionIoU:

@@ -74,3 +74,57 @@ def test_part_iou_hand_computed():
         part_iou(pred, gt + 5, 3)
     with pytest.raises(UserError):
         part_iou(pred, gt, 3, match="bogus")
+
+
+def test_many_to_one_gives_a_ground_truth_part_all_the_parts_that_cover_it():
+    from hspreid.partmaps import many_to_one_iou
+
+    truth = np.zeros((1, 4, 4), np.uint8)
+    truth[0, :2, 1:3], truth[0, 2:, 1:3] = 1, 2                    # two ground-truth parts, 4 pixels each
+    labels = np.zeros_like(truth)
+    labels[0, 0, 1:3], labels[0, 1, 1:3] = 1, 2                    # part 1 split in two predicted parts
+    labels[0, 2:, 1:3] = 3                                          # part 2 covered by one
+    labels[0, 0, 0] = 4                                             # a part on the background scores nowhere
+    m = many_to_one_iou(labels, truth)
+    assert m["per_part"] == {"1": 1.0, "2": 1.0} and m["mean"] == 1.0
+    assert m["assigned"] == {"1": 1, "2": 1, "3": 2, "4": 0}
+    assert partition_scores(labels, truth, 4)["mean_part_iou"] == 0.75          # one-to-one: half of part 1
+    labels[0, 2:] = 0                                                            # part 2 now receives nothing
+    assert many_to_one_iou(labels, truth)["per_part"]["2"] == 0.0
+
+
+def test_keypoint_error_is_zero_for_parts_that_follow_the_key_points_and_the_spread_for_fixed_ones():
+    from hspreid.partmaps import keypoint_error, part_centroids
+
+    rng = np.random.default_rng(0)
+    n, h, w = 40, 16, 8
+    rows, cols = rng.integers(2, h - 2, n), rng.integers(2, w - 2, n)
+    labels = np.zeros((n, h, w), np.uint8)
+    labels[np.arange(n), rows, cols] = 1                                   # a one-pixel part on the joint
+    kp = np.stack([(cols + 0.5) / w, (rows + 0.5) / h, np.ones(n)], axis=1)[:, None]   # [n, 1, 3]
+    assert np.allclose(part_centroids(labels, 1)[:, 0], kp[:, 0, :2])
+    fit = np.arange(n) < 20
+    assert keypoint_error(labels, kp, fit, 1) < 1e-6
+    fixed = np.ones_like(labels)                                            # the whole frame: a fixed centroid
+    spread = (kp[~fit, 0, :2] - kp[fit, 0, :2].mean(0)) * [w / h, 1]
+    assert keypoint_error(fixed, kp, fit, 1) == pytest.approx(np.sqrt((spread ** 2).sum(1)).mean(), abs=1e-4)
+    kp[:, :, 2] = 0                                                         # nothing visible: no score
+    assert keypoint_error(labels, kp, fit, 1) is None
+
+
+def test_segmentation_quality_by_split_fits_the_key_points_on_train_and_scores_the_others():
+    rng = np.random.default_rng(1)
+    n, h, w = 30, 16, 8
+    truth = np.zeros((n, h, w), np.uint8)
+    tops = rng.integers(0, 6, n)
+    for i, t in enumerate(tops):                         # a person of two parts at a varying height
+        truth[i, t:t + 4, 2:6], truth[i, t + 4:t + 9, 2:6] = 1, 2
+    limbs = truth.copy()
+    kp = np.stack([np.full(n, 0.5), (tops + 2.0) / h, np.ones(n)], axis=1)[:, None]     # the top part's middle
+    split = np.where(np.arange(n) < 20, "train", "test")
+    q = segmentation_quality(truth, truth, 2, limbs=limbs, keypoints=kp, split=split)
+    assert set(q) == {"train", "test"} and q["test"]["frames"] == 10
+    model, stripes = q["test"]["model"], q["test"]["stripes"]
+    assert model["mean_part_iou"] == model["many_to_one_iou"] == model["many_to_one_iou_limbs"] == 1.0
+    assert model["keypoint_error"] < 0.01 < stripes["keypoint_error"]      # parts follow the person, stripes don't
+    assert "keypoint_error" not in q["train"]["model"] and set(q["test"]) >= {"limbs", "stripes_gt_foreground"}
