@@ -1,7 +1,8 @@
 """Literal re-implementations of the peer toolboxes' code that the benchmarks measure ours against.
 
 * :func:`eval_market1501_reference` -- torchreid ``metrics/rank.py::eval_market1501`` (Python path:
-  full ``np.argsort`` of the Q x G matrix, per-query loop) plus fast-reid's mINP lines;
+  full ``np.argsort`` of the Q x G matrix, per-query loop) plus fast-reid's mINP lines; its one copy is
+  ``tests/eval/_reference_rank.py``, the oracle the end-to-end test checks ``metrics.json`` against;
 * :func:`torchreid_re_ranking`, :func:`reference_from_features` -- torchreid ``utils/rerank.py::
   re_ranking`` (dense numpy, per-item loops). Its one copy is ``tests/eval/_reference_rerank.py``,
   the oracle that the tests check ``hspreid.eval.rerank`` against, so that the tests stand on their
@@ -17,40 +18,7 @@ from _common import REPO
 if str(REPO / "tests" / "eval") not in sys.path:
     sys.path.insert(0, str(REPO / "tests" / "eval"))
 
+from _reference_rank import eval_market1501_reference  # noqa: E402
 from _reference_rerank import reference_from_features, torchreid_re_ranking  # noqa: E402
 
 __all__ = ["eval_market1501_reference", "reference_from_features", "torchreid_re_ranking"]
-
-
-def eval_market1501_reference(distmat, q_pids, g_pids, q_camids, g_camids, max_rank):
-    """torchreid ``eval_market1501`` (Python path), with fast-reid's mINP lines added."""
-    num_q, num_g = distmat.shape
-    if num_g < max_rank:
-        max_rank = num_g
-    indices = np.argsort(distmat, axis=1)
-    matches = (g_pids[indices] == q_pids[:, np.newaxis]).astype(np.int32)
-    all_cmc, all_AP, all_INP = [], [], []
-    num_valid_q = 0.0
-    for q_idx in range(num_q):
-        q_pid, q_camid = q_pids[q_idx], q_camids[q_idx]
-        order = indices[q_idx]
-        remove = (g_pids[order] == q_pid) & (g_camids[order] == q_camid)
-        keep = np.invert(remove)
-        raw_cmc = matches[q_idx][keep]
-        if not np.any(raw_cmc):
-            continue
-        cmc = raw_cmc.cumsum()
-        max_pos_idx = np.max(np.where(raw_cmc == 1))  # fast-reid mINP
-        all_INP.append(cmc[max_pos_idx] / (max_pos_idx + 1.0))
-        cmc[cmc > 1] = 1
-        all_cmc.append(cmc[:max_rank])
-        num_valid_q += 1.0
-        num_rel = raw_cmc.sum()
-        tmp_cmc = raw_cmc.cumsum()
-        tmp_cmc = [x / (i + 1.0) for i, x in enumerate(tmp_cmc)]
-        tmp_cmc = np.asarray(tmp_cmc) * raw_cmc
-        all_AP.append(tmp_cmc.sum() / num_rel)
-    assert num_valid_q > 0, "Error: all query identities do not appear in gallery"
-    all_cmc = np.asarray(all_cmc).astype(np.float32)
-    all_cmc = all_cmc.sum(0) / num_valid_q
-    return all_cmc, float(np.mean(all_AP)), float(np.mean(all_INP))

@@ -17,7 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from _workflow import TARGET, TINY, new_workdir, set_overrides, snakemake
+from _workflow import REPO, TARGET, TINY, new_workdir, set_overrides, snakemake
+
+from hspreid.data.frames import FrameStore
+from hspreid.partmaps import label_quality
 
 OUTPUTS = {
     "synthesize": "data/synth_tiny",
@@ -60,12 +63,32 @@ def workdir(tiny_workflow) -> Path:
 
 
 def test_metrics_json_has_the_protocol_and_numbers(workdir):
+    """metrics.json's numbers are those of torchreid's evaluator on the stored features and the data set's
+    query and gallery tracklets (an independent oracle, tests/eval/_reference_rank.py)."""
+    import pandas as pd
+
+    from hspreid.data.feature_store import read_features
+    from hspreid.data.index import tracklet_table
+
+    sys.path.insert(0, str(Path(__file__).parent / "eval"))
+    from _reference_rank import eval_market1501_reference
+
     m = json.loads((workdir / TARGET).read_text())
     assert m["dataset"] == "synth_tiny" and m["method"] == "baseline" and m["protocol"] == "official"
-    assert 0.0 <= m["mAP"] <= 1.0 and 0.0 <= m["rank1"] <= m["rank5"] <= m["rank20"] <= 1.0
-    assert m["num_query"] > 0 and m["num_gallery"] >= m["num_query"]  # official MARS: queries in the gallery
+    tracks = tracklet_table(pd.read_parquet(workdir / "results/synth_tiny/index.parquet"))
+    test = tracks[tracks["subset"] == "test"]
+    assert m["num_query"] == int(test["query"].sum()) > 0                    # the protocol's query tracklets
+    assert m["num_gallery"] == int(test["gallery"].sum()) >= m["num_query"]  # official MARS: queries in the gallery
+    feats, _ = read_features(workdir / "results/synth_tiny/baseline/features.zarr")
+    unit = feats["global"] / np.linalg.norm(feats["global"], axis=1, keepdims=True)
+    q, g = feats["query"], feats["gallery"]
+    dist = 1.0 - unit[q] @ unit[g].T                                         # rank.metric: cosine
+    cmc, mAP, mINP = eval_market1501_reference(dist, feats["pid"][q], feats["pid"][g], feats["camid"][q],
+                                               feats["camid"][g], max_rank=50)
+    assert m["mAP"] == pytest.approx(mAP, abs=1e-5) and m["mINP"] == pytest.approx(mINP, abs=1e-5)
+    assert m["rank1"] == pytest.approx(cmc[0], abs=1e-6) and m["rank5"] == pytest.approx(cmc[4], abs=1e-6)
     assert set(m["stage_seconds"]) == {"extract_frames", "train", "extract_features", "rank"}
-    assert len(m["config_hash"]) == 12
+    assert len(m["config_hash"]) == 12 and m["world_size"] == 1
 
 
 def test_rank_writes_tables_and_pictures(workdir):
@@ -80,7 +103,7 @@ def test_rank_writes_tables_and_pictures(workdir):
     per_query = pd.read_parquet(run / "per_query.parquet")
     assert len(per_query) == m["num_query"] and {"pid", "camid", "AP", "first_match_rank"} <= set(per_query)
     assert per_query["AP"].mean() == pytest.approx(m["mAP"], abs=1e-6)
-    for name, min_hw in (("cmc.png", (400, 700)), ("ranked.png", (300, 300))):
+    for name, min_hw in (("cmc.png", (400, 700)), ("ranked.png", (300, 300)), ("training.png", (400, 700))):
         image = cv2.imread(str(run / name))
         assert image is not None and image.shape[0] >= min_hw[0] and image.shape[1] >= min_hw[1], name
         assert image.std() > 10, f"{name} looks blank"
@@ -164,6 +187,8 @@ def test_isp_rounds(tmp_path_factory):
     m = json.loads((run / "isp/metrics.json").read_text())
     assert m["distance"] == "isp" and [x["round"] for x in m["rounds"]] == [0, 1]
     assert [x["pseudo_label_iou"] for x in m["rounds"]] == rounds
+    frames = FrameStore(run / "frames.zarr")                                   # the IoU is the labels' own
+    assert rounds[1] == label_quality(group["labels"][...], frames.read(group["rows"][...], "masks"), 4)
     assert all(0 <= x["parsing_iou"]["foreground_iou"] <= 1 for x in m["rounds"])
     assert m["parsing_iou"]["frames"] > 0 and len(m["parsing_iou"]["part_iou"]) >= 3
     no_arm = json.loads((run / "isp_no_arm/metrics.json").read_text())
@@ -231,3 +256,23 @@ def test_ss_hsp_two_stages(tmp_path_factory):
     assert m["parsing_iou"]["frames"] > 0                                   # the fine-tuned segmenter's parts
     spreid = json.loads((run / "spreid_ss_hsp/metrics.json").read_text())
     assert spreid["parsing"]["source"] == "ss_hsp"
+
+
+@pytest.mark.parametrize("target, edit, line", [
+    ("results/synth_tiny/basline/metrics.json", "",
+     "unknown method 'basline', which is not in config/methods/ (did you mean 'baseline'?)"),
+    ("results/synth_tny/baseline/metrics.json", "",
+     "unknown data set 'synth_tny', which is not in config/datasets/ (did you mean 'synth_tiny'?)"),
+    (TARGET, "method_overrides:\n  basline: {train: {epochs: 3}}\n",
+     "synth_tiny.yaml: method_overrides names method 'basline', which is not in config/methods/"),
+    (TARGET, "method_overrides:\n  baseline: {train: {epochs: two}}\n",
+     "baseline on synth_tiny: train.epochs: expected an integer, got 'two'"),
+    (TARGET, "method_overrides:\n  baseline: {augment: {flip: '0.5'}}\n",
+     "baseline on synth_tiny: augment.flip: expected a number, got '0.5'"),
+])
+def test_config_mistakes_stop_a_dry_run_with_one_line(tmp_path_factory, target, edit, line):
+    wd = new_workdir(tmp_path_factory)
+    set_overrides(wd, edit)
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(wd),
+                           "-n", target], capture_output=True, text=True)
+    assert proc.returncode != 0 and line in proc.stdout + proc.stderr, proc.stdout[-2000:] + proc.stderr[-2000:]
