@@ -43,3 +43,19 @@ def test_isp_forward_shapes_and_groups():
     assert out["features"]["parts"].shape == (2, 3 * 512)
     assert out["embedding"]["parts"].shape == (2, 3, 512) and out["embedding"]["visible"].shape == (2, 3)
     assert out["part_logits"].shape == (6, 4, 4, 2)  # one map per frame, stride 16 with last stride 1
+
+
+def test_part_stride_4_parses_on_the_first_stages_grid():
+    from hspreid.models import build_model
+
+    plain = build_model({"name": "isp", "backbone": "resnet18", "num_parts": 5, "layer3_stride": 1}, 3)
+    fine = build_model({"name": "isp", "backbone": "resnet18", "num_parts": 5, "layer3_stride": 1,
+                        "part_stride": 4}, 3)
+    clips = torch.randint(0, 255, (2, 1, 3, 64, 32), dtype=torch.uint8)
+    assert plain(clips)["part_logits"].shape[-2:] == (8, 4)          # output stride 8
+    out = fine(clips)
+    assert out["part_logits"].shape[-2:] == (16, 8) and fine.frame_maps(clips[:, 0]).shape[-2:] == (16, 8)
+    assert out["embedding"]["parts"].shape == (2, 4, 512)
+    assert not any(k.startswith("high_res") for k in plain.state_dict())   # the default model is unchanged
+    out["part_logits"].sum().backward()
+    assert fine.high_res.fuse[0].weight.grad is not None and fine.trunk[4][0].conv1.weight.grad is not None
