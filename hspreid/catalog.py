@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from hspreid.config import config_hash, load_yaml, nearest, resolve_extends, resolve_method
+from hspreid.data.parsing_stores import SOURCES, ParserSource
 from hspreid.errors import UserError
 
-PARSING_SOURCES = ("oracle", "isp", "hcga", "external", "ss_hsp")
-PARSERS = ("isp", "hcga", "ss_hsp")
+PARSING_SOURCES = tuple(SOURCES)
+PARSERS = tuple(name for name, options in SOURCES.items() if options is ParserSource)
 """Parsing sources that are the trained model of the method of that name."""
 TRAIN_KEYS = ("model", "train", "losses", "augment", "keypoints")
 """The blocks of a method's configuration that the train stage reads."""
