@@ -103,7 +103,7 @@ ablation_rows = lambda w: json.dumps(ABLATIONS[w.table], sort_keys=True, separat
 
 @looked_up
 def unknown_run(wildcards):
-    """Input of the catch-all target (unknown_target in metrics.smk). A line naming an unknown data set or method, or the run's
-    own configuration error; nothing for a valid run, which `ruleorder` then gives to rank."""
+    """Input of the catch-all target (unknown_target in metrics.smk). A line naming an unknown data set or
+    method, or the run's own configuration error; nothing for a valid run, which `ruleorder` gives to rank."""
     CATALOG.run(wildcards.dataset, wildcards.method)
     return []
