@@ -34,18 +34,16 @@ def _describe(path: Path) -> str:
 
 def frame_grid(path: Path, count: int = 16, seed: int = 0) -> np.ndarray:
     """BGR picture of ``count`` random frames of a frame store; ground-truth masks below when present."""
-    import cv2
-
     from hspreid.data.frames import FrameStore
 
     store = FrameStore(path)
     rows = np.sort(np.random.default_rng(seed).choice(len(store), size=min(count, len(store)), replace=False))
-    images = np.stack([store.images[int(r)] for r in rows])[..., ::-1]
+    images = store.read(rows)[..., ::-1]
     row = np.concatenate(list(images), axis=1)
     if store.masks is not None:
         from hspreid.viz import PART_PALETTE
 
-        masks = np.stack([store.masks[int(r)] for r in rows])
+        masks = store.read(rows, "masks")
         row = np.concatenate([row, np.concatenate(list(PART_PALETTE[masks][..., ::-1]), axis=1)], axis=0)
     return np.ascontiguousarray(row)
 
