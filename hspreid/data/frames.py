@@ -3,7 +3,7 @@
 Layout (zarr v3 group; ``attrs["format"] = {"version": 2, "encoding": "encoded" | "raw"}``):
 
 encoded          uint8 [B]      ``encoding: encoded`` (real data sets' default): every frame as an image file's
-                                bytes (JPEG or PNG), end to end in row order, in 1 MiB chunk files without a codec
+                                bytes (JPEG or PNG), end to end in row order, in 256 KiB chunk files, no codec
 encoded_offsets  int64 [N + 1]  frame i is ``encoded[encoded_offsets[i]:encoded_offsets[i + 1]]``
 images           uint8 [N, H, W, 3]  ``encoding: raw`` (the synthetic demo): RGB, ``chunk_frames`` frames per
                                 chunk file, uncompressed unless ``compressor``
@@ -49,7 +49,7 @@ log = logging.getLogger("hspreid.frames")
 LABEL_ARRAYS = ("pid", "label", "camid", "tracklet", "frame")
 FORMAT_VERSION = 2
 ENCODINGS = ("encoded", "raw")
-ENCODED_CHUNK_BYTES = 1 << 20
+ENCODED_CHUNK_BYTES = 1 << 18
 KEPT_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")   # JPEG, PNG: source bytes stored as they are
 REBUILD = "delete it and run extract_frames again (snakemake --forcerun extract_frames <target>)"
 _IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)   # OpenCV >= 4.11: libjpeg-turbo decodes straight to RGB
@@ -155,8 +155,8 @@ class _RowWriter:
 
 class _ByteWriter:
     """Appends byte strings end to end to the 1-D uint8 zarr array ``name`` (no codec, whole chunks at a time)
-    and records where each starts: ``offsets`` has one more entry than strings appended. A store smaller than
-    one chunk gets one chunk of its exact size (zarr pads the last chunk to the full chunk size)."""
+    and records where each starts: ``offsets`` has one more entry than strings appended. zarr pads the last
+    chunk file to the full chunk size; a store smaller than one chunk gets one chunk of its exact size."""
 
     def __init__(self, group: Any, name: str, chunk: int) -> None:
         self.group, self.name, self.chunk = group, name, chunk

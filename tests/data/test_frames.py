@@ -98,7 +98,7 @@ def test_png_sources_keep_their_bytes():
 
 def test_frames_across_chunk_boundaries(tiny_mars, raw_mars, tmp_path):
     out = tmp_path / "small_chunks.zarr"
-    write_frame_store(tiny_mars["index"], tiny_mars["root"], out, height=32, width=16, chunk_bytes=1000)
+    write_frame_store(tiny_mars["index"], tiny_mars["root"], out, height=32, width=16, chunk_bytes=1000, threads=2)
     store, raw = FrameStore(out), FrameStore(raw_mars)
     assert len(list((out / "encoded" / "c").iterdir())) > 3                  # frames of ~0.6 kB cross chunk ends
     rows = np.arange(len(raw))[::-1]
