@@ -1,7 +1,7 @@
 """Frame store layouts at real scale: bytes on disk against the JPEG files, random training clips/s against
 decoding the same JPEG files with cv2.imread, in one run.
 
-    python bench/bench_frames.py [--clips 300] [--frames 8] [--ids 16] [--repeats 3]
+    python bench/bench_frames.py [--clips 300] [--frames 8] [--ids 16] [--repeats 3] [--workers N]
 
 Generates a synthetic MARS-layout data set (JPEG files at 256 x 128, tracklets of 20-100 frames as MARS'
 ~60) and writes it as each candidate layout. Then reads the same random training clips (T frames each,
@@ -20,7 +20,7 @@ one process and one thread:
 Bytes are those of the frames' arrays (labels and metadata excluded; the whole store in ``store MB``).
 Then the Market-1501 case (JPEG files at 128 x 64, stores at 256 x 128: kept bytes, upscaled when read),
 and the train stage's item (``TrainClips``: read + clip augmentation) per process, which DataLoader
-workers multiply.
+workers multiply (``--workers N`` times a DataLoader with N workers; not one thread then).
 """
 from __future__ import annotations
 
@@ -178,13 +178,22 @@ def bench_mars(tmp: Path, args) -> None:
 
 
 def train_items(tmp: Path, index, encoded: Path, raw: Path, args) -> None:
-    """The train stage's item (read + the clip augmentation), one process: what each DataLoader worker does."""
+    """The train stage's item (read + the clip augmentation), one process: what each DataLoader worker does;
+    with ``--workers N``, also through a DataLoader with N worker processes (wall time)."""
+    from torch.utils.data import DataLoader
+
     for name, path in (("encoded", encoded), ("raw", raw)):
         dataset = TrainClips(path, index, args.frames, AugmentConfig())
         keys = [(int(i), int(i)) for i in np.random.default_rng(2).integers(0, len(dataset), args.clips)]
         wall, cpu = time_it(lambda d=dataset, ks=keys: [d[k] for k in ks], args.repeats)
         print(f"TrainClips item (read + augment), {name:<8}: {len(keys) * args.frames / wall:>6.0f} frames/s, "
               f"{len(keys) * args.frames / cpu:>6.0f} frames/CPU-s per process (DataLoader: x num_workers)")
+        if args.workers:
+            loader = DataLoader(dataset, batch_size=8, sampler=keys, num_workers=args.workers,
+                                persistent_workers=True)
+            wall, _ = time_it(lambda ld=loader: [b["frames"].shape for b in ld], args.repeats)
+            print(f"DataLoader, {args.workers} workers, batches of 8 clips, {name:<8}: "
+                  f"{len(keys) * args.frames / wall:>6.0f} frames/s")
 
 
 def bench_market(tmp: Path, args) -> None:
@@ -218,6 +227,7 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--ids", type=int, default=16, help="train identities of the generated MARS set (x4 Market)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=0, help="also time a DataLoader with this many workers")
     args = ap.parse_args()
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
