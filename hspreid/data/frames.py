@@ -91,9 +91,12 @@ def decode_frame(data: np.ndarray, height: int, width: int) -> np.ndarray:
         image = cv2.imdecode(data, cv2.IMREAD_COLOR)
         image = None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     if image is None:
-        raise UserError(f"frame store: a stored frame ({len(data)} bytes) cannot be decoded; the store is "
-                        f"damaged: {REBUILD}")
+        raise _undecodable("frame store", data)
     return fit_frame(image, height, width)
+
+
+def _undecodable(where: str, data: np.ndarray) -> UserError:
+    return UserError(f"{where}: a stored frame ({len(data)} bytes) cannot be decoded; the store is damaged: {REBUILD}")
 
 
 def frame_encoder(encoding: str, height: int, width: int, jpeg_quality: int = 95
@@ -322,7 +325,10 @@ class FrameStore:
             height, width = self.frame_size
             out = np.empty((len(rows), *self.frame_shape), np.uint8)
             for i, data in enumerate(self.read_encoded(rows)):
-                out[i] = decode_frame(data, height, width)
+                try:
+                    out[i] = decode_frame(data, height, width)
+                except UserError:
+                    raise _undecodable(f"{self.path}: row {rows[i]}", data) from None
             return out
         arr = self._images if array == "images" else self.group[array]
         if len(rows) == 0:

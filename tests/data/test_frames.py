@@ -127,6 +127,15 @@ def test_a_store_of_the_previous_format_still_reads(raw_mars, tmp_path):
         FrameStore(old)
 
 
+
+def test_a_damaged_store_names_the_row(tiny_mars, tmp_path):
+    damaged = tmp_path / "damaged.zarr"
+    shutil.copytree(tiny_mars["frames"], damaged)
+    with open(damaged / "encoded" / "c" / "0", "r+b") as fh:                 # row 0's JPEG header
+        fh.write(bytes(64))
+    with pytest.raises(UserError, match=r"damaged.zarr: row 0: .*cannot be decoded.*extract_frames"):
+        FrameStore(damaged).read([1, 0])
+
 KILLED = """
 import sys, time
 import hspreid.data.frames as F
