@@ -16,8 +16,8 @@ from hspreid.data.readers import READERS, read_dataset
 from hspreid.io import atomic_file, log
 from hspreid.stage import parse_params, run_stage, stage_parser
 
-DEFAULTS = {"height": 256, "width": 128, "chunk_frames": 32, "compressor": "none", "on_error": "raise",
-            "reader": {}}
+DEFAULTS = {"height": 256, "width": 128, "encoding": "encoded", "jpeg_quality": 95, "chunk_frames": 32,
+            "compressor": "none", "on_error": "raise", "reader": {}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,9 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         log.info("%s: %d frames in %d tracklets (dropped: %s)", args.root, len(index),
                  index["tracklet"].nunique(), index.attrs.get("dropped", {}))
         index, summary = write_frame_store(
-            index, args.root, args.frames, height=params["height"], width=params["width"],
-            chunk_frames=params["chunk_frames"], compressor=params["compressor"], on_error=params["on_error"],
-            threads=args.threads,
+            index, args.root, args.frames, threads=args.threads,
+            **{k: params[k] for k in ("height", "width", "encoding", "jpeg_quality", "chunk_frames", "compressor",
+                                      "on_error")},
             attrs={"kind": args.kind, "root": str(args.root), "dropped": index.attrs.get("dropped", {})})
         index.attrs = {}
         with atomic_file(args.index) as tmp:

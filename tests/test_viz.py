@@ -167,7 +167,7 @@ def _border_colour(img, box, border):
 def test_ranked_list_image_borders_and_overlay(ranking):
     store, tracks, q_rows, g_rows, ranked, matches, junk = ranking
     img = viz.ranked_list_image(store, tracks, q_rows, g_rows, ranked, matches, junk, top=5)
-    frame_hw = store.images.shape[1:3]
+    frame_hw = store.frame_size
     lay = viz.ranked_list_layout(frame_hw, len(q_rows), 5, overlay=True)
     assert img.dtype == np.uint8 and img.shape == (lay.height, lay.width, 3)
     assert lay.tile_h == 128 and lay.width < 2000
@@ -197,7 +197,7 @@ def test_ranked_list_image_borders_and_overlay(ranking):
 def test_ranked_list_image_without_masks_and_predicted(ranking):
     store, tracks, q_rows, g_rows, ranked, matches, _ = ranking
     plain = viz.ranked_list_image(_NoMasks(store), tracks, q_rows, g_rows, ranked, matches, top=5)
-    lay = viz.ranked_list_layout(store.images.shape[1:3], len(q_rows), 5, overlay=False)
+    lay = viz.ranked_list_layout(store.frame_size, len(q_rows), 5, overlay=False)
     assert plain.shape == (lay.height, lay.width, 3)
     # junk=None: every drawn item is green or red, none grey
     y0, x0, _, _ = lay.cell_box(0, 1)
@@ -210,7 +210,7 @@ def test_ranked_list_image_without_masks_and_predicted(ranking):
         return np.ones((len(rows), 8, 4), np.uint8)
 
     img = viz.ranked_list_image(_NoMasks(store), tracks, q_rows, g_rows, ranked, matches, top=5, parsing=parsing)
-    lay = viz.ranked_list_layout(store.images.shape[1:3], len(q_rows), 5, overlay=True)
+    lay = viz.ranked_list_layout(store.frame_size, len(q_rows), 5, overlay=True)
     assert img.shape == (lay.height, lay.width, 3) and len(calls) == 1
     oy0, ox0, oy1, ox1 = lay.cell_box(1, 2, overlay=True)
     b = lay.border

@@ -10,7 +10,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import cv2
 import numpy as np
@@ -34,13 +34,15 @@ class _Unreadable:
 # --------------------------------------------------------------------------- frame images
 
 def iter_frame_images(root: Path, index: pd.DataFrame, on_error: str = "raise", counter: dict | None = None,
-                      threads: int = 1, transform: Callable[[np.ndarray], np.ndarray] | None = None,
-                      ) -> Iterator[tuple[int, np.ndarray]]:
+                      threads: int = 1, transform: Callable[[np.ndarray, np.ndarray | None], Any] | None = None,
+                      ) -> Iterator[tuple[int, Any]]:
     """Yield ``(row position in index, BGR uint8 image)`` for every row, in index order.
 
-    Image rows are read with ``cv2.imread``, ``threads`` at a time (OpenCV decodes without the GIL),
-    with a bounded read-ahead. ``transform`` (e.g. a resize) is applied to each image in the same
-    worker. Rows with box columns (videos + MOT boxes) are crops of their video, decoded
+    Image rows are read as bytes and decoded with ``cv2.imdecode``, ``threads`` at a time (OpenCV
+    decodes without the GIL), with a bounded read-ahead; a JPEG cut short is unreadable (see
+    :func:`jpeg_is_complete`). ``transform(image, data)`` (e.g. a resize), with ``data`` the file's
+    bytes (None for a crop of a video), is applied in the same worker and its result yielded
+    instead of the image. Rows with box columns (videos + MOT boxes) are crops of their video, decoded
     sequentially once per subset (train rows, then test rows: the index lists each subset's
     tracklets by camera and start frame, so crops decoded ahead of their turn, which wait in
     memory, are only those of tracklets overlapping in time).
@@ -55,10 +57,10 @@ def iter_frame_images(root: Path, index: pd.DataFrame, on_error: str = "raise", 
     paths = index["path"].to_numpy()
     decoder_of_row, decoders = _video_decoders(root, index)
 
-    def load(pos: int) -> np.ndarray | _Unreadable:
+    def load(pos: int) -> Any:
         d = decoder_of_row[pos]
-        image = decoders[d].take(pos) if d >= 0 else _read_image(root, paths[pos])
-        return image if transform is None or isinstance(image, _Unreadable) else transform(image)
+        image, data = (decoders[d].take(pos), None) if d >= 0 else _read_image(root, paths[pos])
+        return image if transform is None or isinstance(image, _Unreadable) else transform(image, data)
 
     warned: set[str] = set()
     for pos, image in _ordered_map(load, len(index), threads if not decoders else 1):
@@ -113,14 +115,40 @@ def _video_decoders(root: Path, index: pd.DataFrame) -> tuple[np.ndarray, list[_
     return decoder_of_row, decoders
 
 
-def _read_image(root: Path, rel: str) -> np.ndarray | _Unreadable:
-    """The BGR uint8 image at ``root/rel`` (any depth or channel count is converted), or why it is unreadable."""
+def _read_image(root: Path, rel: str) -> tuple[np.ndarray | _Unreadable, np.ndarray | None]:
+    """The BGR uint8 image at ``root/rel`` (any depth or channel count is converted; the same pixels as
+    ``cv2.imread``) and the file's bytes, or why it is unreadable."""
     path = root / rel
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    try:
+        data = np.fromfile(path, np.uint8)
+    except OSError as exc:
+        why = "missing" if not path.exists() else f"cannot be read ({exc.strerror})"
+        return _Unreadable(f"{path}: {why}; expected an image file OpenCV can read"), None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if len(data) else None
     if image is None:
-        why = "missing" if not path.exists() else "unreadable or corrupt"
-        return _Unreadable(f"{path}: {why}; expected an image file OpenCV can read")
-    return image
+        return _Unreadable(f"{path}: unreadable or corrupt; expected an image file OpenCV can read"), None
+    if is_jpeg(data) and not jpeg_is_complete(data):
+        return _Unreadable(f"{path}: truncated JPEG (no end-of-image marker after its last scan); "
+                           "expected a complete image file"), None
+    return image, data
+
+
+def is_jpeg(data: np.ndarray) -> bool:
+    """Whether the bytes start with a JPEG signature (SOI marker then a marker)."""
+    return len(data) >= 3 and bytes(data[:3]) == b"\xff\xd8\xff"
+
+
+def jpeg_is_complete(data: np.ndarray) -> bool:
+    """Whether a JPEG's last scan is followed by its end-of-image marker (FFD9).
+
+    Inside entropy-coded data a 0xFF byte is always followed by 0x00 or a restart marker, so FFDA
+    (start of scan) and FFD9 cannot occur there: a file cut anywhere after its headers has no FFD9
+    after its last FFDA. libjpeg only warns about such a file and fills the rest with grey
+    (``cv2.imread`` returns it), so it would train on a broken frame. Bytes after the marker
+    (padding, appended metadata) are allowed.
+    """
+    raw = data.tobytes()
+    return raw.find(b"\xff\xd9", raw.rfind(b"\xff\xda") + 2) >= 0
 
 
 class _VideoCrops:
