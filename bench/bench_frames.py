@@ -39,6 +39,7 @@ import zarr
 from hspreid.data import synth
 from hspreid.data.datasets import AugmentConfig, TrainClips
 from hspreid.data.frames import (
+    FramesConfig,
     FrameStore,
     decode_frame,
     resize_frame,
@@ -154,10 +155,10 @@ def bench_mars(tmp: Path, args) -> None:
     for name, kw in (("raw, 32 frames/chunk (previous default)", {"chunk_frames": 32}),
                      ("raw zstd, 8 frames/chunk (through zarr)", {"chunk_frames": 8, "compressor": "zstd"})):
         out = tmp / f"raw_{kw['chunk_frames']}.zarr"
-        write_frame_store(index, root, out, height=h, width=w, encoding="raw", **kw)
+        write_frame_store(index, root, out, FramesConfig(height=h, width=w, encoding="raw", **kw))
         table.row(name, FrameStore(out).read, du(out / "images"), du(out))
     out = tmp / "encoded.zarr"
-    write_frame_store(index, root, out, height=h, width=w)
+    write_frame_store(index, root, out, FramesConfig(height=h, width=w))
     store = FrameStore(out)
     blobs = store.read_encoded(np.arange(len(store)))
     for name, sharded in (("zarr vlen-bytes, 32 frames/chunk", False), ("zarr vlen-bytes, sharded 1/1024", True)):
@@ -210,10 +211,10 @@ def bench_market(tmp: Path, args) -> None:
     table = Table(clips, args.repeats, jpeg_bytes)
     table.row("JPEG files: cv2.imread -> RGB, upscaled (ref.)", jpeg_reader(paths, h, w))
     out = tmp / "market_raw.zarr"
-    write_frame_store(index, root, out, height=h, width=w, encoding="raw")
+    write_frame_store(index, root, out, FramesConfig(height=h, width=w, encoding="raw"))
     table.row("raw, 32 frames/chunk (previous default)", FrameStore(out).read, du(out / "images"), du(out))
     out = tmp / "market_encoded.zarr"
-    write_frame_store(index, root, out, height=h, width=w)
+    write_frame_store(index, root, out, FramesConfig(height=h, width=w))
     table.row("encoded (new default): FrameStore.read", FrameStore(out).read,
               du(out / "encoded", out / "encoded_offsets"), du(out))
     print(f"encoded store: {du(out) / jpeg_bytes:.4f}x the JPEG bytes with labels and metadata")

@@ -9,15 +9,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from hspreid.config import check_keys
-from hspreid.data.frames import write_frame_store
+from hspreid.config import typed_config
+from hspreid.data.frames import FramesConfig, write_frame_store
 from hspreid.data.loading import attach_ground_truth
 from hspreid.data.readers import READERS, read_dataset
 from hspreid.io import atomic_file, log
 from hspreid.stage import parse_params, run_stage, stage_parser
-
-DEFAULTS = {"height": 256, "width": 128, "encoding": "encoded", "jpeg_quality": 95, "chunk_frames": 32,
-            "compressor": "none", "on_error": "raise", "reader": {}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,16 +28,14 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         params = parse_params(args.params)
-        check_keys(params, DEFAULTS, "frames")
-        params = {**DEFAULTS, **params}
-        index = read_dataset(args.kind, args.root, **params["reader"])
+        reader = params.pop("reader", None) or {}
+        cfg = typed_config(FramesConfig, params, "frames")
+        index = read_dataset(args.kind, args.root, **reader)
         index = attach_ground_truth(index, args.root)
         log.info("%s: %d frames in %d tracklets (dropped: %s)", args.root, len(index),
                  index["tracklet"].nunique(), index.attrs.get("dropped", {}))
         index, summary = write_frame_store(
-            index, args.root, args.frames, threads=args.threads,
-            **{k: params[k] for k in ("height", "width", "encoding", "jpeg_quality", "chunk_frames", "compressor",
-                                      "on_error")},
+            index, args.root, args.frames, cfg, threads=args.threads,
             attrs={"kind": args.kind, "root": str(args.root), "dropped": index.attrs.get("dropped", {})})
         index.attrs = {}
         with atomic_file(args.index) as tmp:

@@ -33,8 +33,9 @@ import logging
 import os
 import time
 from array import array as int_array
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import cv2
 import numpy as np
@@ -53,6 +54,27 @@ ENCODED_CHUNK_BYTES = 1 << 18
 KEPT_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")   # JPEG, PNG: source bytes stored as they are
 REBUILD = "delete it and run extract_frames again (snakemake --forcerun extract_frames <target>)"
 _IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)   # OpenCV >= 4.11: libjpeg-turbo decodes straight to RGB
+
+
+@dataclass(frozen=True)
+class FramesConfig:
+    """A data set's ``frames`` block: how ``extract_frames`` stores its frames (module doc)."""
+
+    height: int = 256
+    width: int = 128
+    encoding: Literal["encoded", "raw"] = "encoded"   # image file bytes, or uint8 pixels (the synthetic demo)
+    jpeg_quality: int = 95             # encoded: frames that cannot keep their source bytes
+    chunk_frames: int = 32             # raw images and masks: frames per chunk file
+    compressor: Literal["none", "zstd", "blosc_lz4"] = "none"   # raw images and masks
+    on_error: Literal["raise", "skip"] = "raise"     # a corrupt or missing frame stops, or is skipped and counted
+
+    def __post_init__(self) -> None:
+        if min(self.height, self.width) < 8:
+            raise UserError(f"frames: height and width must be >= 8, got {self.height} x {self.width}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise UserError(f"frames.jpeg_quality: expected 1-100, got {self.jpeg_quality}")
+        if self.chunk_frames < 1:
+            raise UserError(f"frames.chunk_frames: expected >= 1, got {self.chunk_frames}")
 
 
 def _compressors(name: str) -> Any:
@@ -189,23 +211,25 @@ class _ByteWriter:
         return np.frombuffer(self.offsets, np.int64)
 
 
-def write_frame_store(index: pd.DataFrame, root: Path, out: Path, *, height: int, width: int,
-                      encoding: str = "encoded", jpeg_quality: int = 95, chunk_frames: int = 32,
-                      compressor: str = "none", on_error: str = "raise", threads: int = 1,
-                      attrs: dict | None = None, chunk_bytes: int = ENCODED_CHUNK_BYTES) -> tuple[pd.DataFrame, dict]:
-    """Decode every frame of ``index`` (paths relative to ``root``), check it, store it as ``encoding``
+def write_frame_store(index: pd.DataFrame, root: Path, out: Path, cfg: FramesConfig = FramesConfig(), *,
+                      threads: int = 1, attrs: dict | None = None,
+                      chunk_bytes: int = ENCODED_CHUNK_BYTES) -> tuple[pd.DataFrame, dict]:
+    """Decode every frame of ``index`` (paths relative to ``root``), check it, store it as ``cfg.encoding``
     (module docstring) and write ``out`` atomically (a killed run leaves ``<out>.tmp``, never ``out``).
 
-    ``chunk_frames`` and ``compressor`` are the chunking and codec of the ``raw`` images and of the masks;
-    ``chunk_bytes`` the chunk of the ``encoded`` bytes. Returns the index of the frames actually written (rows
+    ``cfg.chunk_frames`` and ``cfg.compressor`` are the chunking and codec of the ``raw`` images and of the
+    masks; ``chunk_bytes`` the chunk of the ``encoded`` bytes. Returns the index of the frames actually written (rows
     skipped under ``on_error="skip"`` are dropped, tracklets left empty disappear, numbering is redone) and a
     summary dict (counts, skipped, bytes, seconds).
     """
     from hspreid.data.loading import iter_frame_images
 
+    height, width, encoding, chunk_frames, compressor, on_error = (
+        cfg.height, cfg.width, cfg.encoding, cfg.chunk_frames, cfg.compressor, cfg.on_error)
+
     t0 = time.monotonic()
     n = len(index)
-    encode = frame_encoder(encoding, height, width, jpeg_quality)
+    encode = frame_encoder(encoding, height, width, cfg.jpeg_quality)
     has_masks = "mask_path" in index.columns
     counter: dict[str, int] = {"skipped": 0}
     kept: list[int] = []
@@ -250,7 +274,7 @@ def write_frame_store(index: pd.DataFrame, root: Path, out: Path, *, height: int
             "skipped_frames": int(counter.get("skipped", 0)), "height": height, "width": width,
             "encoding": encoding, "frame_bytes": frame_bytes, "chunk_frames": chunk_frames,
             "has_masks": has_masks, "wall_time_s": round(time.monotonic() - t0, 2),
-            **({"compressor": compressor} if encoding == "raw" else {"jpeg_quality": jpeg_quality}),
+            **({"compressor": compressor} if encoding == "raw" else {"jpeg_quality": cfg.jpeg_quality}),
         }
         group.attrs.update({"format": {"version": FORMAT_VERSION, "encoding": encoding},
                             "frame_shape": [height, width, 3], **(attrs or {})})

@@ -13,6 +13,7 @@ import zarr
 
 import hspreid
 from hspreid.data.frames import (
+    FramesConfig,
     FrameStore,
     decode_frame,
     frame_encoder,
@@ -28,8 +29,8 @@ from hspreid.errors import UserError
 def raw_mars(tiny_mars, tmp_path_factory):
     """The tiny set's raw store (the synthetic demo's encoding), beside tiny_mars' encoded one."""
     out = tmp_path_factory.mktemp("raw") / "frames.zarr"
-    write_frame_store(tiny_mars["index"], tiny_mars["root"], out, height=32, width=16, encoding="raw",
-                      chunk_frames=4)
+    write_frame_store(tiny_mars["index"], tiny_mars["root"], out,
+                      FramesConfig(height=32, width=16, encoding="raw", chunk_frames=4))
     return out
 
 
@@ -69,16 +70,17 @@ def test_encoded_store_reads_the_raw_stores_pixels(tiny_mars, raw_mars):
 def test_sources_smaller_than_the_store_are_kept_and_resized_when_read(tiny_mars, raw_mars, tmp_path):
     index, root = tiny_mars["index"], tiny_mars["root"]
     up = tmp_path / "up.zarr"
-    _, summary = write_frame_store(index, root, up, height=64, width=32)      # Market: 128 x 64 files at 256 x 128
+    _, summary = write_frame_store(index, root, up,
+                                   FramesConfig(height=64, width=32))      # Market: 128 x 64 files at 256 x 128
     raw_up = tmp_path / "raw_up.zarr"
-    write_frame_store(index, root, raw_up, height=64, width=32, encoding="raw")
+    write_frame_store(index, root, raw_up, FramesConfig(height=64, width=32, encoding="raw"))
     rows = np.arange(len(index))
     assert np.array_equal(FrameStore(up).read(rows), FrameStore(raw_up).read(rows))
     assert summary["frame_bytes"] == sum((root / p).stat().st_size for p in index["path"])
     down = tmp_path / "down.zarr"                                             # larger sources: shrunk, re-encoded
-    write_frame_store(index, root, down, height=16, width=8)
+    write_frame_store(index, root, down, FramesConfig(height=16, width=8))
     raw_down = tmp_path / "raw_down.zarr"
-    write_frame_store(index, root, raw_down, height=16, width=8, encoding="raw")
+    write_frame_store(index, root, raw_down, FramesConfig(height=16, width=8, encoding="raw"))
     lossy, exact = FrameStore(down).read(rows).astype(int), FrameStore(raw_down).read(rows)
     error, contrast = np.abs(lossy - exact).mean(), np.abs(exact[1:].astype(int) - exact[:-1]).mean()
     assert FrameStore(down).frame_size == (16, 8) and 0 < error < contrast / 3, (error, contrast)
@@ -98,7 +100,8 @@ def test_png_sources_keep_their_bytes():
 
 def test_frames_across_chunk_boundaries(tiny_mars, raw_mars, tmp_path):
     out = tmp_path / "small_chunks.zarr"
-    write_frame_store(tiny_mars["index"], tiny_mars["root"], out, height=32, width=16, chunk_bytes=1000, threads=2)
+    write_frame_store(tiny_mars["index"], tiny_mars["root"], out,
+                      FramesConfig(height=32, width=16), chunk_bytes=1000, threads=2)
     store, raw = FrameStore(out), FrameStore(raw_mars)
     assert len(list((out / "encoded" / "c").iterdir())) > 3                  # frames of ~0.6 kB cross chunk ends
     rows = np.arange(len(raw))[::-1]
@@ -145,7 +148,7 @@ def slow(*args, **kwargs):
     encode = encoder(*args, **kwargs)
     return lambda image, data: (time.sleep(0.05), encode(image, data))[1]
 F.frame_encoder = slow
-F.write_frame_store(read_dataset("mars", sys.argv[1]), sys.argv[1], sys.argv[2], height=32, width=16,
+F.write_frame_store(read_dataset("mars", sys.argv[1]), sys.argv[1], sys.argv[2], F.FramesConfig(height=32, width=16),
                     chunk_bytes=2048)
 """
 
@@ -166,7 +169,8 @@ def test_a_killed_extraction_leaves_no_store_that_looks_complete(tiny_mars, raw_
         FrameStore(out)
     with pytest.raises(UserError, match="incomplete frame store"):
         FrameStore(tmp_path / "frames.zarr.tmp")
-    write_frame_store(tiny_mars["index"], tiny_mars["root"], out, height=32, width=16)   # a rerun starts afresh
+    write_frame_store(tiny_mars["index"], tiny_mars["root"], out,
+                      FramesConfig(height=32, width=16))   # a rerun starts afresh
     assert not (tmp_path / "frames.zarr.tmp").exists() and len(FrameStore(out)) == len(FrameStore(raw_mars))
 
 
@@ -176,7 +180,7 @@ def test_a_truncated_jpeg_fails_extraction_naming_the_file(tiny_mars, tmp_path, 
     bad = root / index["path"].iat[4]
     bad.write_bytes(bad.read_bytes()[:-40])
     with pytest.raises(UserError, match=str(bad)) as err:
-        write_frame_store(index, root, tmp_path / "f.zarr", height=32, width=16, encoding=encoding)
+        write_frame_store(index, root, tmp_path / "f.zarr", FramesConfig(height=32, width=16, encoding=encoding))
     assert "\n" not in str(err.value) and not (tmp_path / "f.zarr").exists()
 
 
@@ -195,9 +199,10 @@ def test_corrupt_frame_raises_or_is_skipped_and_counted(tiny_mars, tmp_path):
     bad = index["path"].iat[5]
     (root / bad).write_bytes(b"not a jpeg")
     with pytest.raises(UserError, match=bad.split("/")[-1]):
-        write_frame_store(index, root, tmp_path / "f.zarr", height=32, width=16)
+        write_frame_store(index, root, tmp_path / "f.zarr", FramesConfig(height=32, width=16))
     assert not (tmp_path / "f.zarr").exists()  # nothing that looks complete
-    kept, summary = write_frame_store(index, root, tmp_path / "f.zarr", height=32, width=16, on_error="skip")
+    kept, summary = write_frame_store(index, root, tmp_path / "f.zarr",
+                                      FramesConfig(height=32, width=16, on_error="skip"))
     assert summary["skipped_frames"] == 1 and len(kept) == len(index) - 1
     store = FrameStore(tmp_path / "f.zarr")
     assert len(store) == len(kept) and len(store.read(np.arange(len(kept)), "masks")) == len(kept)
