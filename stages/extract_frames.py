@@ -11,6 +11,7 @@ from pathlib import Path
 
 from hspreid.config import typed_config
 from hspreid.data.frames import FramesConfig, write_frame_store
+from hspreid.data.keypoints import KEYPOINTS_FILE, load_keypoints
 from hspreid.data.loading import attach_ground_truth
 from hspreid.data.readers import READERS, read_dataset
 from hspreid.io import atomic_file, log
@@ -31,11 +32,12 @@ def main(argv: list[str] | None = None) -> int:
         reader = params.pop("reader", None) or {}
         cfg = typed_config(FramesConfig, params, "frames")
         index = read_dataset(args.kind, args.root, **reader)
-        index = attach_ground_truth(index, args.root)
+        index = attach_ground_truth(index, args.root)              # masks, limb maps
+        keypoints = load_keypoints(args.root, index) if (args.root / KEYPOINTS_FILE).is_file() else None
         log.info("%s: %d frames in %d tracklets (dropped: %s)", args.root, len(index),
                  index["tracklet"].nunique(), index.attrs.get("dropped", {}))
         index, summary = write_frame_store(
-            index, args.root, args.frames, cfg, threads=args.threads,
+            index, args.root, args.frames, cfg, threads=args.threads, keypoints=keypoints,
             attrs={"kind": args.kind, "root": str(args.root), "dropped": index.attrs.get("dropped", {})})
         index.attrs = {}
         with atomic_file(args.index) as tmp:

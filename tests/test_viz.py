@@ -237,3 +237,22 @@ def test_query_captions():
     pq = _per_query([0.25, np.nan], [4, 0])
     assert viz.query_captions(pq, np.array([0, 1])) == ["AP 25.0%, first match at rank 4",
                                                         "no true match in the gallery"]
+
+
+def test_store_frames_image_rows_and_key_points(tiny_mars, tmp_path):
+    from hspreid.data.frames import FramesConfig, write_frame_store
+    from hspreid.data.keypoints import load_keypoints
+
+    root, index = tiny_mars["root"], tiny_mars["index"]
+    write_frame_store(index, root, tmp_path / "f.zarr", FramesConfig(height=32, width=16),
+                      keypoints=load_keypoints(root, index))
+    store = FrameStore(tmp_path / "f.zarr")
+    picture = viz.store_frames_image(store, count=4)
+    assert picture.shape == (3 * 128, 4 * 64, 3)                    # frames, masks, limbs; scaled up 4 x
+    rows = np.sort(np.random.default_rng(0).choice(len(store), size=4, replace=False))
+    limbs = viz.LIMB_PALETTE[store.read(rows, "limbs")].repeat(4, axis=1).repeat(4, axis=2)
+    assert np.array_equal(picture[256:], np.concatenate(list(limbs), axis=1))
+    points = store.read(rows, "keypoints")
+    x, y = (points[0, :, 0] * 64).astype(int), (points[0, :, 1] * 128).astype(int)
+    seen = points[0, :, 2] > 0
+    assert seen.any() and (picture[y[seen], x[seen]] == 255).all()      # a white dot on every visible key point

@@ -10,7 +10,14 @@ images           uint8 [N, H, W, 3]  ``encoding: raw`` (the synthetic demo): RGB
 pid, label, camid, tracklet, frame   int64 [N]      as in the frame index (hspreid/data/index.py)
 subset    int8 [N]   0 train, 1 test
 query, gallery  bool [N]
-masks     uint8 [N, H, W]      ground-truth part masks, where the data set has them (nearest resize)
+masks     uint8 [N, H, W]      ground-truth part masks, where the data set has them (nearest resize;
+                               attrs ``labels``: the code names)
+limbs     uint8 [N, H, W]      ground-truth limb maps, where the data set has them (nearest resize; attrs
+                               ``labels``: LIMB_NAMES, ``fold``: limb code -> mask code, LIMB_TO_GROUND_TRUTH)
+keypoints float32 [N, J, 3]    ground-truth key points, where the data set has them: x, y as fractions of the
+                               frame's width and height (the source image's, which the frame is resized from;
+                               outside [0, 1] where the joint lies outside the crop), then v (1 visible, 0 not);
+                               attrs ``joints``: the J names
 attrs     format, frame_shape [H, W, 3], summary (written last), kind, root, dropped
 
 Rows follow ``index.parquet`` exactly (frames of a tracklet are contiguous and in order). An ``encoded`` frame
@@ -44,6 +51,7 @@ import zarr
 
 from hspreid.errors import UserError
 from hspreid.io import Progress, atomic_dir
+from hspreid.partmaps.regions import GROUND_TRUTH_NAMES, LIMB_NAMES, LIMB_TO_GROUND_TRUTH
 
 log = logging.getLogger("hspreid.frames")
 
@@ -54,6 +62,9 @@ ENCODED_CHUNK_BYTES = 1 << 18
 KEPT_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")   # JPEG, PNG: source bytes stored as they are
 REBUILD = "delete it and run extract_frames again (snakemake --forcerun extract_frames <target>)"
 _IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)   # OpenCV >= 4.11: libjpeg-turbo decodes straight to RGB
+LABEL_MAPS = {"masks": ("mask_path", {"labels": list(GROUND_TRUTH_NAMES)}),
+              "limbs": ("limb_path", {"labels": list(LIMB_NAMES), "fold": list(LIMB_TO_GROUND_TRUTH)})}
+"""Per-frame label-map arrays: name -> (index column of the map files, the array's attrs)."""
 
 
 @dataclass(frozen=True)
@@ -212,15 +223,19 @@ class _ByteWriter:
 
 
 def write_frame_store(index: pd.DataFrame, root: Path, out: Path, cfg: FramesConfig = FramesConfig(), *,
-                      threads: int = 1, attrs: dict | None = None,
-                      chunk_bytes: int = ENCODED_CHUNK_BYTES) -> tuple[pd.DataFrame, dict]:
+                      threads: int = 1, attrs: dict | None = None, chunk_bytes: int = ENCODED_CHUNK_BYTES,
+                      keypoints: tuple[np.ndarray, list[str]] | None = None) -> tuple[pd.DataFrame, dict]:
     """Decode every frame of ``index`` (paths relative to ``root``), check it, store it as ``cfg.encoding``
     (module docstring) and write ``out`` atomically (a killed run leaves ``<out>.tmp``, never ``out``).
 
-    ``cfg.chunk_frames`` and ``cfg.compressor`` are the chunking and codec of the ``raw`` images and of the
-    masks; ``chunk_bytes`` the chunk of the ``encoded`` bytes. Returns the index of the frames actually written (rows
-    skipped under ``on_error="skip"`` are dropped, tracklets left empty disappear, numbering is redone) and a
-    summary dict (counts, skipped, bytes, seconds).
+    The index's ``mask_path`` and ``limb_path`` columns, where present, give the ``masks`` and ``limbs``;
+    ``keypoints`` (``[len(index), J, 3]`` x, y in pixels of each source image, v; and the J joint names, as
+    :func:`hspreid.data.keypoints.load_keypoints` returns them) the ``keypoints``, made fractions of each decoded
+    image's size. ``cfg.chunk_frames`` is the chunking of the ``raw`` images and of the label maps,
+    ``cfg.compressor`` the codec of the ``raw`` images (label maps get zarr's default, zstd); ``chunk_bytes`` the
+    chunk of the ``encoded`` bytes. Returns the index of the frames actually written (rows skipped under
+    ``on_error="skip"`` are dropped, tracklets left empty disappear, numbering is redone) and a summary dict
+    (counts, skipped, bytes, seconds).
     """
     from hspreid.data.loading import iter_frame_images
 
@@ -230,9 +245,17 @@ def write_frame_store(index: pd.DataFrame, root: Path, out: Path, cfg: FramesCon
     t0 = time.monotonic()
     n = len(index)
     encode = frame_encoder(encoding, height, width, cfg.jpeg_quality)
-    has_masks = "mask_path" in index.columns
+
+    def encode_sized(image: np.ndarray, data: np.ndarray | None) -> tuple[np.ndarray, tuple[int, int]]:
+        return encode(image, data), image.shape[:2]
+
+    maps = {name: column for name, (column, _) in LABEL_MAPS.items() if column in index.columns}
+    if keypoints is not None and np.shape(keypoints[0]) != (n, len(keypoints[1]), 3):
+        raise UserError(f"{root}: key points of shape {np.shape(keypoints[0])} for {n} frames and "
+                        f"{len(keypoints[1])} joints; expected [{n}, {len(keypoints[1])}, 3]")
     counter: dict[str, int] = {"skipped": 0}
     kept: list[int] = []
+    source_hw: list[tuple[int, int]] = []      # each kept frame's decoded size, for the key points
     with atomic_dir(out) as tmp:
         group = zarr.open_group(str(tmp), mode="w")
         if encoding == "raw":
@@ -241,22 +264,25 @@ def write_frame_store(index: pd.DataFrame, root: Path, out: Path, cfg: FramesCon
                 compressors=_compressors(compressor), dimension_names=("frame", "y", "x", "rgb")))
         else:
             frames_out = _ByteWriter(group, "encoded", chunk_bytes)
-        masks = (_RowWriter(group.create_array("masks", shape=(n, height, width), dtype="uint8",
-                                               chunks=(chunk_frames, height, width),
-                                               dimension_names=("frame", "y", "x"))) if has_masks else None)
+        map_out = {name: _RowWriter(group.create_array(
+            name, shape=(n, height, width), dtype="uint8", chunks=(chunk_frames, height, width),
+            dimension_names=("frame", "y", "x"), attributes=LABEL_MAPS[name][1])) for name in maps}
         progress = Progress(n, "frames decoded")
-        for row, frame in iter_frame_images(root, index, on_error=on_error, counter=counter, threads=threads,
-                                            transform=encode):
+        for row, (frame, hw) in iter_frame_images(root, index, on_error=on_error, counter=counter, threads=threads,
+                                                  transform=encode_sized):
             frames_out.append(frame)
-            if masks is not None:
-                masks.append(_read_mask(root / index["mask_path"].iat[row], height, width))
+            for name, column in maps.items():
+                map_out[name].append(_read_mask(root / index[column].iat[row], height, width))
             kept.append(row)
+            source_hw.append(hw)
             progress.update()
         if not kept:
             raise UserError(f"{root}: no readable frame in the data set")
         offsets = frames_out.close()
-        if masks is not None:
-            masks.close()
+        for writer in map_out.values():
+            writer.close()
+        if keypoints is not None:
+            _write_keypoints(group, keypoints[0], keypoints[1], np.asarray(kept), np.asarray(source_hw))
         if encoding == "encoded":
             group.create_array("encoded_offsets", data=offsets, chunks=(1 << 20,))
         if len(kept) < n:
@@ -273,7 +299,8 @@ def write_frame_store(index: pd.DataFrame, root: Path, out: Path, cfg: FramesCon
             "test_ids": int(index.loc[index["subset"] == "test", "pid"].nunique()),
             "skipped_frames": int(counter.get("skipped", 0)), "height": height, "width": width,
             "encoding": encoding, "frame_bytes": frame_bytes, "chunk_frames": chunk_frames,
-            "has_masks": has_masks, "wall_time_s": round(time.monotonic() - t0, 2),
+            "has_masks": "masks" in maps, "has_limbs": "limbs" in maps, "has_keypoints": keypoints is not None,
+            "wall_time_s": round(time.monotonic() - t0, 2),
             **({"compressor": compressor} if encoding == "raw" else {"jpeg_quality": cfg.jpeg_quality}),
         }
         group.attrs.update({"format": {"version": FORMAT_VERSION, "encoding": encoding},
@@ -282,6 +309,17 @@ def write_frame_store(index: pd.DataFrame, root: Path, out: Path, cfg: FramesCon
     log.info("wrote %s: %d frames, %d tracklets, %d skipped, %.1f MB of %s frames", out, summary["frames"],
              summary["tracklets"], summary["skipped_frames"], frame_bytes / 1e6, encoding)
     return index, summary
+
+
+def _write_keypoints(group: Any, points: np.ndarray, joints: list[str], kept: np.ndarray, source_hw: np.ndarray
+                     ) -> None:
+    """The ``keypoints`` array: rows ``kept`` of ``points`` (pixels of their source images, whose (height, width)
+    are ``source_hw``), x and y made fractions of the image's width and height."""
+    values = np.array(points, np.float32)[kept]
+    values[..., 0] /= source_hw[:, None, 1]
+    values[..., 1] /= source_hw[:, None, 0]
+    group.create_array("keypoints", data=values, chunks=(min(len(values), 1 << 14), len(joints), 3),
+                       dimension_names=("frame", "joint", "xyv"), attributes={"joints": list(joints)})
 
 
 def _reindex_after_skips(index: pd.DataFrame, kept: list[int]) -> pd.DataFrame:
@@ -326,8 +364,9 @@ class FrameStore:
                 self._count = len(self._offsets) - 1
         except KeyError as exc:
             raise UserError(f"{self.path}: {self.encoding} frame store without {exc}: {REBUILD}") from None
-        self.masks = self.group["masks"] if "masks" in self.group else None
-        self._raw = {name: _raw_chunk_layout(self.path / name) for name in ("images", "encoded", "masks")}
+        self.masks, self.limbs, self.keypoints = (self.group[name] if name in self.group else None
+                                                  for name in ("masks", "limbs", "keypoints"))
+        self._raw = {name: _raw_chunk_layout(self.path / name) for name in ("images", "encoded", *LABEL_MAPS)}
 
     def __len__(self) -> int:
         return self._count
@@ -341,9 +380,20 @@ class FrameStore:
     def attrs(self) -> dict:
         return dict(self.group.attrs)
 
+    @property
+    def limb_names(self) -> list[str] | None:
+        """Names of the limb codes (``attrs["labels"]`` of ``limbs``), or None without limb maps."""
+        return None if self.limbs is None else list(self.limbs.attrs["labels"])
+
+    @property
+    def joints(self) -> list[str] | None:
+        """Names of the key points' joints, or None without key points."""
+        return None if self.keypoints is None else list(self.keypoints.attrs["joints"])
+
     def read(self, rows: np.ndarray, array: str = "images") -> np.ndarray:
-        """RGB frames uint8 [n, H, W, 3] (``array="images"``) or another per-frame array (``"masks"``) at the
-        row numbers ``rows`` (any order, repeats allowed)."""
+        """RGB frames uint8 [n, H, W, 3] (``array="images"``) or another per-frame array at the row numbers
+        ``rows`` (any order, repeats allowed): ``"masks"`` or ``"limbs"`` uint8 [n, H, W], ``"keypoints"``
+        float32 [n, J, 3] (module docstring)."""
         rows = np.asarray(rows, dtype=np.int64)
         if array == "images" and self.encoding == "encoded":
             height, width = self.frame_size

@@ -1,8 +1,8 @@
 """Reading what the index points at: frame images (image files or crops of videos) and ground truth.
 
 :func:`iter_frame_images` decodes every row of an index in order. :func:`attach_ground_truth` adds the
-ground-truth part masks a data set may ship under ``ground_truth/masks/``; :func:`hspreid.data.keypoints.load_keypoints` reads
-``ground_truth/keypoints.csv``.
+ground-truth part masks and limb maps a data set may ship under ``ground_truth/masks/`` and ``ground_truth/limbs/``;
+:func:`hspreid.data.keypoints.load_keypoints` reads ``ground_truth/keypoints.csv``.
 """
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ log = logging.getLogger("hspreid.data")
 ON_ERROR = ("raise", "skip")
 BOX_COLUMNS = ("video_frame", "box_x", "box_y", "box_w", "box_h")
 MASK_DIR = "ground_truth/masks"
+GROUND_TRUTH_MAPS = {"mask_path": MASK_DIR, "limb_path": "ground_truth/limbs"}
+"""Index column -> folder of per-frame label maps (``<folder>/<frame path with extension .png>``)."""
 
 
 @dataclass
@@ -217,24 +219,25 @@ def _crop(frame: np.ndarray, box: np.ndarray, path: Path) -> np.ndarray | _Unrea
 # --------------------------------------------------------------------------- ground truth
 
 def attach_ground_truth(index: pd.DataFrame, root: Path) -> pd.DataFrame:
-    """``index`` plus ``mask_path`` = ``ground_truth/masks/<path with extension .png>`` when ``root`` has masks.
-
-    Without ``root/ground_truth/masks/`` the index is returned unchanged. With it, every row needs its mask.
-    """
+    """``index`` plus, for each folder of :data:`GROUND_TRUTH_MAPS` that ``root`` has, its column:
+    ``mask_path`` = ``ground_truth/masks/<path with extension .png>`` (part masks) and ``limb_path`` =
+    ``ground_truth/limbs/<...>.png`` (limb maps). A folder that is there needs one map per row."""
     root = Path(root)
-    if not (root / MASK_DIR).is_dir():
-        return index
-    if video_rows(index).any():
-        raise UserError(f"{root / MASK_DIR}: ground-truth masks are supported for image frames only, not for "
-                        "videos + MOT boxes")
-    expected = MASK_DIR + "/" + index["path"].str.replace(r"\.[^./]*$", "", regex=True) + ".png"
-    have = expected.isin(list(_files_below(root, MASK_DIR)))
-    if not have.all():
-        missing = expected[~have].iloc[0]
-        raise UserError(f"{root / missing}: missing ground-truth mask ({int((~have).sum())} of {len(index)} frames "
-                        f"have none); {root / MASK_DIR} must hold one <frame path>.png per frame")
-    out = index.copy()
-    out["mask_path"] = expected.to_numpy()
+    out = index
+    for column, folder in GROUND_TRUTH_MAPS.items():
+        if not (root / folder).is_dir():
+            continue
+        if video_rows(index).any():
+            raise UserError(f"{root / folder}: ground-truth maps are supported for image frames only, not for "
+                            "videos + MOT boxes")
+        expected = folder + "/" + index["path"].str.replace(r"\.[^./]*$", "", regex=True) + ".png"
+        have = expected.isin(list(_files_below(root, folder)))
+        if not have.all():
+            missing = expected[~have].iloc[0]
+            raise UserError(f"{root / missing}: missing ground-truth map ({int((~have).sum())} of {len(index)} "
+                            f"frames have none); {root / folder} must hold one <frame path>.png per frame")
+        out = out.copy() if out is index else out
+        out[column] = expected.to_numpy()
     return out
 
 

@@ -20,9 +20,11 @@ from hspreid.data.frames import (
     resize_frame,
     write_frame_store,
 )
+from hspreid.data.keypoints import image_size, load_keypoints
 from hspreid.data.loading import attach_ground_truth, jpeg_is_complete
 from hspreid.data.readers import read_dataset
 from hspreid.errors import UserError
+from hspreid.partmaps import LIMB_NAMES, LIMB_TO_GROUND_TRUTH
 
 
 @pytest.fixture(scope="module")
@@ -209,3 +211,30 @@ def test_corrupt_frame_raises_or_is_skipped_and_counted(tiny_mars, tmp_path):
     assert np.array_equal(store.read([4, 5]), FrameStore(tiny_mars["frames"]).read([4, 6]))   # row 5 dropped
     assert bad not in set(kept["path"])
     assert kept.groupby("tracklet")["frame"].apply(lambda f: list(f) == list(range(len(f)))).all()
+
+
+def test_limb_maps_and_key_points_follow_the_kept_frames(tiny_mars, tmp_path):
+    root, index = _copy(tiny_mars, tmp_path)
+    points, joints = load_keypoints(root, index)
+    (root / index["path"].iat[5]).write_bytes(b"not a jpeg")                # skipped: rows shift up by one
+    kept, summary = write_frame_store(index, root, tmp_path / "f.zarr",
+                                      FramesConfig(height=64, width=32, on_error="skip", chunk_frames=4),
+                                      keypoints=(points, joints))
+    store = FrameStore(tmp_path / "f.zarr")
+    assert summary["has_limbs"] and summary["has_keypoints"] and len(store) == len(index) - 1
+    assert store.limb_names == list(LIMB_NAMES) and store.limbs.attrs["fold"] == list(LIMB_TO_GROUND_TRUTH)
+    rows = np.arange(len(store))
+    limbs, masks = store.read(rows, "limbs"), store.read(rows, "masks")
+    assert limbs.shape == masks.shape == (len(store), 64, 32) and limbs.max() >= 8     # legs, not just regions
+    assert np.array_equal(np.asarray(LIMB_TO_GROUND_TRUTH, np.uint8)[limbs], masks)
+    png = cv2.imread(str(root / kept["limb_path"].iat[5]), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(limbs[5], cv2.resize(png, (32, 64), interpolation=cv2.INTER_NEAREST))
+    got = store.read(np.array([4, 5]), "keypoints")                             # index rows 4 and 6
+    assert got.dtype == np.float32 and got.shape == (2, len(joints), 3) and store.joints == joints
+    for g, r in zip(got, (4, 6)):
+        w, h = image_size(root / index["path"].iat[r])
+        assert np.allclose(g, points[r] / np.array([w, h, 1], np.float32))      # fractions of the source image
+    assert np.isin(got[..., 2], (0, 1)).all()
+    assert FrameStore(tiny_mars["frames"]).keypoints is None                   # none given, none stored
+    with pytest.raises(UserError, match=r"key points of shape \(3, 14, 3\)"):
+        write_frame_store(index, root, tmp_path / "g.zarr", keypoints=(points[:3], joints))
