@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = typed_config(FramesConfig, params, "frames")
         index = read_dataset(args.kind, args.root, **reader)
         index = attach_ground_truth(index, args.root)              # masks, limb maps
-        keypoints = load_keypoints(args.root, index) if (args.root / KEYPOINTS_FILE).is_file() else None
+        keypoints = (load_keypoints(args.root, index, partial=True) if (args.root / KEYPOINTS_FILE).is_file()
+                     else None)                                    # frames without a line: NaN
         log.info("%s: %d frames in %d tracklets (dropped: %s)", args.root, len(index),
                  index["tracklet"].nunique(), index.attrs.get("dropped", {}))
         index, summary = write_frame_store(

@@ -17,7 +17,7 @@ limbs     uint8 [N, H, W]      ground-truth limb maps, where the data set has th
 keypoints float32 [N, J, 3]    ground-truth key points, where the data set has them: x, y as fractions of the
                                frame's width and height (the source image's, which the frame is resized from;
                                outside [0, 1] where the joint lies outside the crop), then v (1 visible, 0 not);
-                               attrs ``joints``: the J names
+                               NaN for frames the key-point file does not list; attrs ``joints``: the J names
 attrs     format, frame_shape [H, W, 3], summary (written last), kind, root, dropped
 
 Rows follow ``index.parquet`` exactly (frames of a tracklet are contiguous and in order). An ``encoded`` frame

@@ -657,6 +657,8 @@ def test_load_keypoints(tmp_path):
     (root / "ground_truth" / "keypoints.csv").write_text("\n".join(lines[:-1]))
     with pytest.raises(UserError, match=r"no keypoints for frame"):
         load_keypoints(root, df)
+    some, _ = load_keypoints(root, df, partial=True)                            # a user's file of some frames
+    assert np.isnan(some[0]).all() and np.array_equal(some[1:], kp[1:])
     (root / "ground_truth" / "keypoints.csv").write_text("\n".join(lines[:-1] + [lines[-1].replace(",0", ",")]))
     with pytest.raises(UserError, match=r"empty or non-numeric"):
         load_keypoints(root, df)
