@@ -10,8 +10,9 @@
 * :func:`ranked_list_image` -- one row per query: its representative frame, then its top-k gallery
   items framed green (same id, other camera), red (other id) or grey (junk: same id, same camera);
   a second row overlays part maps (ground truth ``frames.masks`` or a predicting callable);
-* :func:`store_frames_image` / :func:`label_maps_image` -- frames of a frame store (ground-truth masks
-  below), and the same frames under the maps of one or more label stores (e.g. every round of ISP);
+* :func:`store_frames_image` / :func:`label_maps_image` -- frames of a frame store (its visible key points
+  dotted; ground-truth masks and limb maps below), and the same frames under the maps of one or more label
+  stores (e.g. every round of ISP);
 * :func:`save_png` -- atomic PNG write.
 
 Typical use in the rank stage (``q_idx``/``g_idx`` from ``split_query_gallery``, ``per_query``
@@ -58,6 +59,13 @@ def _build_palette() -> np.ndarray:
 
 
 PART_PALETTE: np.ndarray = _build_palette()
+
+LIMB_PALETTE = np.array([(0, 0, 0), (255, 200, 0), (220, 0, 0), (0, 0, 220), (255, 128, 0), (150, 75, 0),
+                         (255, 120, 180), (180, 0, 90), (0, 200, 200), (0, 110, 110), (150, 150, 255), (90, 60, 200),
+                         (0, 180, 0), (120, 200, 60), (200, 0, 200)], np.uint8)
+"""RGB colours of the limb codes (:data:`hspreid.partmaps.LIMB_NAMES`): head, torso, pelvis and belongings as
+their ground-truth regions; the left arm orange/brown, the right arm pink/crimson, the left leg cyan/teal, the
+right leg blue/violet, the shoes greens."""
 """uint8 [256, 3] RGB: label -> colour (index it with a label map: ``PART_PALETTE[mask]``)."""
 
 MATCH_RGB = (0, 190, 0)       # same id, other camera (a true match)
@@ -506,12 +514,21 @@ def _row(tiles: np.ndarray) -> np.ndarray:
 
 
 def store_frames_image(store: Any, count: int = 16, seed: int = 0) -> np.ndarray:
-    """RGB picture of ``count`` random frames of a :class:`~hspreid.data.frames.FrameStore`, with its
-    ground-truth masks below when it has them; small frames scaled up."""
+    """RGB picture of ``count`` random frames of a :class:`~hspreid.data.frames.FrameStore`, with its visible
+    key points dotted and its ground-truth masks and limb maps below, where it has them; small frames scaled up."""
     rows = np.sort(np.random.default_rng(seed).choice(len(store), size=min(count, len(store)), replace=False))
-    lines = [_row(_upscale(store.read(rows)))]
-    if store.masks is not None:
-        lines.append(_row(_upscale(PART_PALETTE[store.read(rows, "masks")])))
+    frames = _upscale(store.read(rows))
+    if getattr(store, "keypoints", None) is not None:
+        frames = np.ascontiguousarray(frames)
+        h, w = frames.shape[1:3]
+        for tile, points in zip(frames, store.read(rows, "keypoints")):
+            for x, y, v in points:
+                if v > 0:
+                    cv2.circle(tile, (int(x * w), int(y * h)), 2, (255, 255, 255), -1, cv2.LINE_AA)
+    lines = [_row(frames)]
+    for name, palette in (("masks", PART_PALETTE), ("limbs", LIMB_PALETTE)):
+        if getattr(store, name, None) is not None:
+            lines.append(_row(_upscale(palette[store.read(rows, name)])))
     return np.ascontiguousarray(np.concatenate(lines, axis=0))
 
 

@@ -9,15 +9,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from hspreid.config import check_keys
-from hspreid.data.frames import write_frame_store
+from hspreid.config import typed_config
+from hspreid.data.frames import FramesConfig, write_frame_store
+from hspreid.data.keypoints import KEYPOINTS_FILE, load_keypoints
 from hspreid.data.loading import attach_ground_truth
 from hspreid.data.readers import READERS, read_dataset
 from hspreid.io import atomic_file, log
 from hspreid.stage import parse_params, run_stage, stage_parser
-
-DEFAULTS = {"height": 256, "width": 128, "chunk_frames": 32, "compressor": "none", "on_error": "raise",
-            "reader": {}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,16 +29,16 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         params = parse_params(args.params)
-        check_keys(params, DEFAULTS, "frames")
-        params = {**DEFAULTS, **params}
-        index = read_dataset(args.kind, args.root, **params["reader"])
-        index = attach_ground_truth(index, args.root)
+        reader = params.pop("reader", None) or {}
+        cfg = typed_config(FramesConfig, params, "frames")
+        index = read_dataset(args.kind, args.root, **reader)
+        index = attach_ground_truth(index, args.root)              # masks, limb maps
+        keypoints = (load_keypoints(args.root, index, partial=True) if (args.root / KEYPOINTS_FILE).is_file()
+                     else None)                                    # frames without a line: NaN
         log.info("%s: %d frames in %d tracklets (dropped: %s)", args.root, len(index),
                  index["tracklet"].nunique(), index.attrs.get("dropped", {}))
         index, summary = write_frame_store(
-            index, args.root, args.frames, height=params["height"], width=params["width"],
-            chunk_frames=params["chunk_frames"], compressor=params["compressor"], on_error=params["on_error"],
-            threads=args.threads,
+            index, args.root, args.frames, cfg, threads=args.threads, keypoints=keypoints,
             attrs={"kind": args.kind, "root": str(args.root), "dropped": index.attrs.get("dropped", {})})
         index.attrs = {}
         with atomic_file(args.index) as tmp:

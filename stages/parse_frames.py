@@ -52,7 +52,7 @@ def region_blocks(params: dict, args, store: FrameStore, index: pd.DataFrame, ro
         return oracle_blocks(store, rows, params["belongings"])
     if source == "external":
         table = resolve_table(params["table"], "parsing.external.table")
-        return external_blocks(Path(params["path"]), index, rows, table, store.images.shape[1:3])
+        return external_blocks(Path(params["path"]), index, rows, table, store.frame_size)
     if args.model is None:
         raise UserError(f"parsing source {source}: --model (the trained {source} parser) is required")
     model, _ = load_model(args.model)

@@ -49,7 +49,7 @@ def catalog(tmp_path, monkeypatch):
 
 def test_load_fills_schema_defaults_and_lists_the_kinds_of_method(catalog):
     assert catalog.config["seed"] == 0 and catalog.config["torch_threads"] == 2
-    assert catalog.datasets["market"]["frames"]["height"] == 256        # a schema default, filled in
+    assert catalog.datasets["market"]["reader"] == {}                    # a schema default, filled in
     assert catalog.synthetic == ["synth"] and catalog.round_methods == ["isp", "isp_no_arm"]
     assert "baseline" in catalog.plain_methods and "isp" not in catalog.plain_methods
 

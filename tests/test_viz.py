@@ -167,7 +167,7 @@ def _border_colour(img, box, border):
 def test_ranked_list_image_borders_and_overlay(ranking):
     store, tracks, q_rows, g_rows, ranked, matches, junk = ranking
     img = viz.ranked_list_image(store, tracks, q_rows, g_rows, ranked, matches, junk, top=5)
-    frame_hw = store.images.shape[1:3]
+    frame_hw = store.frame_size
     lay = viz.ranked_list_layout(frame_hw, len(q_rows), 5, overlay=True)
     assert img.dtype == np.uint8 and img.shape == (lay.height, lay.width, 3)
     assert lay.tile_h == 128 and lay.width < 2000
@@ -197,7 +197,7 @@ def test_ranked_list_image_borders_and_overlay(ranking):
 def test_ranked_list_image_without_masks_and_predicted(ranking):
     store, tracks, q_rows, g_rows, ranked, matches, _ = ranking
     plain = viz.ranked_list_image(_NoMasks(store), tracks, q_rows, g_rows, ranked, matches, top=5)
-    lay = viz.ranked_list_layout(store.images.shape[1:3], len(q_rows), 5, overlay=False)
+    lay = viz.ranked_list_layout(store.frame_size, len(q_rows), 5, overlay=False)
     assert plain.shape == (lay.height, lay.width, 3)
     # junk=None: every drawn item is green or red, none grey
     y0, x0, _, _ = lay.cell_box(0, 1)
@@ -210,7 +210,7 @@ def test_ranked_list_image_without_masks_and_predicted(ranking):
         return np.ones((len(rows), 8, 4), np.uint8)
 
     img = viz.ranked_list_image(_NoMasks(store), tracks, q_rows, g_rows, ranked, matches, top=5, parsing=parsing)
-    lay = viz.ranked_list_layout(store.images.shape[1:3], len(q_rows), 5, overlay=True)
+    lay = viz.ranked_list_layout(store.frame_size, len(q_rows), 5, overlay=True)
     assert img.shape == (lay.height, lay.width, 3) and len(calls) == 1
     oy0, ox0, oy1, ox1 = lay.cell_box(1, 2, overlay=True)
     b = lay.border
@@ -237,3 +237,22 @@ def test_query_captions():
     pq = _per_query([0.25, np.nan], [4, 0])
     assert viz.query_captions(pq, np.array([0, 1])) == ["AP 25.0%, first match at rank 4",
                                                         "no true match in the gallery"]
+
+
+def test_store_frames_image_rows_and_key_points(tiny_mars, tmp_path):
+    from hspreid.data.frames import FramesConfig, write_frame_store
+    from hspreid.data.keypoints import load_keypoints
+
+    root, index = tiny_mars["root"], tiny_mars["index"]
+    write_frame_store(index, root, tmp_path / "f.zarr", FramesConfig(height=32, width=16),
+                      keypoints=load_keypoints(root, index))
+    store = FrameStore(tmp_path / "f.zarr")
+    picture = viz.store_frames_image(store, count=4)
+    assert picture.shape == (3 * 128, 4 * 64, 3)                    # frames, masks, limbs; scaled up 4 x
+    rows = np.sort(np.random.default_rng(0).choice(len(store), size=4, replace=False))
+    limbs = viz.LIMB_PALETTE[store.read(rows, "limbs")].repeat(4, axis=1).repeat(4, axis=2)
+    assert np.array_equal(picture[256:], np.concatenate(list(limbs), axis=1))
+    points = store.read(rows, "keypoints")
+    x, y = (points[0, :, 0] * 64).astype(int), (points[0, :, 1] * 128).astype(int)
+    seen = points[0, :, 2] > 0
+    assert seen.any() and (picture[y[seen], x[seen]] == 255).all()      # a white dot on every visible key point

@@ -15,9 +15,9 @@ subset    str   "train" or "test"
 query     bool  the tracklet is a query (test subset only)
 gallery   bool  the tracklet belongs to the gallery (test subset only; MARS queries are both)
 
-Optional: ``mask_path`` (ground-truth part mask, relative path) where the data set has one; for raw
-videos + MOT boxes, ``video_frame`` (0-based) and ``box_x, box_y, box_w, box_h`` (ints) locate the crop
-inside the video named by ``path``. :data:`EXTRA_COLUMNS` lists the optional columns that are kept.
+Optional: ``mask_path`` and ``limb_path`` (ground-truth part mask and limb map, relative paths) where the data
+set has them; for raw videos + MOT boxes, ``video_frame`` (0-based) and ``box_x, box_y, box_w, box_h`` (ints)
+locate the crop inside the video named by ``path``. :data:`EXTRA_COLUMNS` lists the optional columns that are kept.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from hspreid.errors import UserError
 
 INDEX_COLUMNS = ["path", "pid", "label", "camid", "tracklet", "frame", "subset", "query", "gallery"]
 _INT_COLUMNS = ["pid", "label", "camid", "tracklet", "frame"]
-EXTRA_COLUMNS = ("mask_path", "video_frame", "box_x", "box_y", "box_w", "box_h")
+EXTRA_COLUMNS = ("mask_path", "limb_path", "video_frame", "box_x", "box_y", "box_w", "box_h")
 
 
 class DatasetIndexError(UserError):

@@ -130,25 +130,27 @@ def labelled_keypoints(root: str | Path, index: pd.DataFrame, cfg: KeypointConfi
     return Keypoints(train.index.to_numpy(np.int64)[chosen], points, list(cfg.joints))
 
 
-def load_keypoints(root: Path, index: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+def load_keypoints(root: Path, index: pd.DataFrame, partial: bool = False) -> tuple[np.ndarray, list[str]]:
     """Ground-truth keypoints ``[N, J, 3]`` float32 (x, y, v) aligned to the index rows, and the joint names.
 
     ``root/ground_truth/keypoints.csv`` (as the synthetic generator writes it) has a header ``path`` then
     ``<joint>_x, <joint>_y, <joint>_v`` per joint, one line per image: x/y in pixels of the image, v = 1 visible,
-    0 hidden. Lines for images not in the index (junk) are ignored; every index row needs a complete line.
+    0 hidden. Lines for images not in the index (junk) are ignored; every index row needs a complete line, or,
+    with ``partial`` (a user's file of the frames they labelled), rows without one are NaN.
     """
     path = Path(root) / KEYPOINTS_FILE
     if video_rows(index).any():
         raise UserError(f"{path}: ground-truth keypoints are supported for image frames only, not for "
                         "videos + MOT boxes")
     table, joints = read_keypoint_table(path)
-    missing = ~index["path"].isin(table.index)
-    if missing.any():
-        raise UserError(f"{path}: no keypoints for frame {index['path'][missing].iloc[0]} "
-                        f"({int(missing.sum())} of {len(index)} frames lack them)")
-    out = table.loc[index["path"]].to_numpy(np.float32).reshape(len(index), len(joints), 3)
-    if np.isnan(out).any():
-        bad = int(np.flatnonzero(np.isnan(out).any(axis=(1, 2)))[0])
+    have = index["path"].isin(table.index).to_numpy()
+    if not (have.all() or partial):
+        raise UserError(f"{path}: no keypoints for frame {index['path'][~have].iloc[0]} "
+                        f"({int((~have).sum())} of {len(index)} frames lack them)")
+    out = np.full((len(index), len(joints), 3), np.nan, np.float32)
+    out[have] = table.loc[index["path"][have]].to_numpy(np.float32).reshape(-1, len(joints), 3)
+    if np.isnan(out[have]).any():
+        bad = int(np.flatnonzero(have & np.isnan(out).any(axis=(1, 2)))[0])
         raise UserError(f"{path}: frame {index['path'].iloc[bad]} has an empty or non-numeric keypoint value")
     return out, joints
 

@@ -1,8 +1,8 @@
 """Reading what the index points at: frame images (image files or crops of videos) and ground truth.
 
 :func:`iter_frame_images` decodes every row of an index in order. :func:`attach_ground_truth` adds the
-ground-truth part masks a data set may ship under ``ground_truth/masks/``; :func:`hspreid.data.keypoints.load_keypoints` reads
-``ground_truth/keypoints.csv``.
+ground-truth part masks and limb maps a data set may ship under ``ground_truth/masks/`` and ``ground_truth/limbs/``;
+:func:`hspreid.data.keypoints.load_keypoints` reads ``ground_truth/keypoints.csv``.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import cv2
 import numpy as np
@@ -23,6 +23,8 @@ log = logging.getLogger("hspreid.data")
 ON_ERROR = ("raise", "skip")
 BOX_COLUMNS = ("video_frame", "box_x", "box_y", "box_w", "box_h")
 MASK_DIR = "ground_truth/masks"
+GROUND_TRUTH_MAPS = {"mask_path": MASK_DIR, "limb_path": "ground_truth/limbs"}
+"""Index column -> folder of per-frame label maps (``<folder>/<frame path with extension .png>``)."""
 
 
 @dataclass
@@ -34,13 +36,15 @@ class _Unreadable:
 # --------------------------------------------------------------------------- frame images
 
 def iter_frame_images(root: Path, index: pd.DataFrame, on_error: str = "raise", counter: dict | None = None,
-                      threads: int = 1, transform: Callable[[np.ndarray], np.ndarray] | None = None,
-                      ) -> Iterator[tuple[int, np.ndarray]]:
+                      threads: int = 1, transform: Callable[[np.ndarray, np.ndarray | None], Any] | None = None,
+                      ) -> Iterator[tuple[int, Any]]:
     """Yield ``(row position in index, BGR uint8 image)`` for every row, in index order.
 
-    Image rows are read with ``cv2.imread``, ``threads`` at a time (OpenCV decodes without the GIL),
-    with a bounded read-ahead. ``transform`` (e.g. a resize) is applied to each image in the same
-    worker. Rows with box columns (videos + MOT boxes) are crops of their video, decoded
+    Image rows are read as bytes and decoded with ``cv2.imdecode``, ``threads`` at a time (OpenCV
+    decodes without the GIL), with a bounded read-ahead; a JPEG cut short is unreadable (see
+    :func:`jpeg_is_complete`). ``transform(image, data)`` (e.g. a resize), with ``data`` the file's
+    bytes (None for a crop of a video), is applied in the same worker and its result yielded
+    instead of the image. Rows with box columns (videos + MOT boxes) are crops of their video, decoded
     sequentially once per subset (train rows, then test rows: the index lists each subset's
     tracklets by camera and start frame, so crops decoded ahead of their turn, which wait in
     memory, are only those of tracklets overlapping in time).
@@ -55,10 +59,10 @@ def iter_frame_images(root: Path, index: pd.DataFrame, on_error: str = "raise", 
     paths = index["path"].to_numpy()
     decoder_of_row, decoders = _video_decoders(root, index)
 
-    def load(pos: int) -> np.ndarray | _Unreadable:
+    def load(pos: int) -> Any:
         d = decoder_of_row[pos]
-        image = decoders[d].take(pos) if d >= 0 else _read_image(root, paths[pos])
-        return image if transform is None or isinstance(image, _Unreadable) else transform(image)
+        image, data = (decoders[d].take(pos), None) if d >= 0 else _read_image(root, paths[pos])
+        return image if transform is None or isinstance(image, _Unreadable) else transform(image, data)
 
     warned: set[str] = set()
     for pos, image in _ordered_map(load, len(index), threads if not decoders else 1):
@@ -113,14 +117,40 @@ def _video_decoders(root: Path, index: pd.DataFrame) -> tuple[np.ndarray, list[_
     return decoder_of_row, decoders
 
 
-def _read_image(root: Path, rel: str) -> np.ndarray | _Unreadable:
-    """The BGR uint8 image at ``root/rel`` (any depth or channel count is converted), or why it is unreadable."""
+def _read_image(root: Path, rel: str) -> tuple[np.ndarray | _Unreadable, np.ndarray | None]:
+    """The BGR uint8 image at ``root/rel`` (any depth or channel count is converted; the same pixels as
+    ``cv2.imread``) and the file's bytes, or why it is unreadable."""
     path = root / rel
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    try:
+        data = np.fromfile(path, np.uint8)
+    except OSError as exc:
+        why = "missing" if not path.exists() else f"cannot be read ({exc.strerror})"
+        return _Unreadable(f"{path}: {why}; expected an image file OpenCV can read"), None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if len(data) else None
     if image is None:
-        why = "missing" if not path.exists() else "unreadable or corrupt"
-        return _Unreadable(f"{path}: {why}; expected an image file OpenCV can read")
-    return image
+        return _Unreadable(f"{path}: unreadable or corrupt; expected an image file OpenCV can read"), None
+    if is_jpeg(data) and not jpeg_is_complete(data):
+        return _Unreadable(f"{path}: truncated JPEG (no end-of-image marker after its last scan); "
+                           "expected a complete image file"), None
+    return image, data
+
+
+def is_jpeg(data: np.ndarray) -> bool:
+    """Whether the bytes start with a JPEG signature (SOI marker then a marker)."""
+    return len(data) >= 3 and bytes(data[:3]) == b"\xff\xd8\xff"
+
+
+def jpeg_is_complete(data: np.ndarray) -> bool:
+    """Whether a JPEG's last scan is followed by its end-of-image marker (FFD9).
+
+    Inside entropy-coded data a 0xFF byte is always followed by 0x00 or a restart marker, so FFDA
+    (start of scan) and FFD9 cannot occur there: a file cut anywhere after its headers has no FFD9
+    after its last FFDA. libjpeg only warns about such a file and fills the rest with grey
+    (``cv2.imread`` returns it), so it would train on a broken frame. Bytes after the marker
+    (padding, appended metadata) are allowed.
+    """
+    raw = data.tobytes()
+    return raw.find(b"\xff\xd9", raw.rfind(b"\xff\xda") + 2) >= 0
 
 
 class _VideoCrops:
@@ -189,24 +219,25 @@ def _crop(frame: np.ndarray, box: np.ndarray, path: Path) -> np.ndarray | _Unrea
 # --------------------------------------------------------------------------- ground truth
 
 def attach_ground_truth(index: pd.DataFrame, root: Path) -> pd.DataFrame:
-    """``index`` plus ``mask_path`` = ``ground_truth/masks/<path with extension .png>`` when ``root`` has masks.
-
-    Without ``root/ground_truth/masks/`` the index is returned unchanged. With it, every row needs its mask.
-    """
+    """``index`` plus, for each folder of :data:`GROUND_TRUTH_MAPS` that ``root`` has, its column:
+    ``mask_path`` = ``ground_truth/masks/<path with extension .png>`` (part masks) and ``limb_path`` =
+    ``ground_truth/limbs/<...>.png`` (limb maps). A folder that is there needs one map per row."""
     root = Path(root)
-    if not (root / MASK_DIR).is_dir():
-        return index
-    if video_rows(index).any():
-        raise UserError(f"{root / MASK_DIR}: ground-truth masks are supported for image frames only, not for "
-                        "videos + MOT boxes")
-    expected = MASK_DIR + "/" + index["path"].str.replace(r"\.[^./]*$", "", regex=True) + ".png"
-    have = expected.isin(list(_files_below(root, MASK_DIR)))
-    if not have.all():
-        missing = expected[~have].iloc[0]
-        raise UserError(f"{root / missing}: missing ground-truth mask ({int((~have).sum())} of {len(index)} frames "
-                        f"have none); {root / MASK_DIR} must hold one <frame path>.png per frame")
-    out = index.copy()
-    out["mask_path"] = expected.to_numpy()
+    out = index
+    for column, folder in GROUND_TRUTH_MAPS.items():
+        if not (root / folder).is_dir():
+            continue
+        if video_rows(index).any():
+            raise UserError(f"{root / folder}: ground-truth maps are supported for image frames only, not for "
+                            "videos + MOT boxes")
+        expected = folder + "/" + index["path"].str.replace(r"\.[^./]*$", "", regex=True) + ".png"
+        have = expected.isin(list(_files_below(root, folder)))
+        if not have.all():
+            missing = expected[~have].iloc[0]
+            raise UserError(f"{root / missing}: missing ground-truth map ({int((~have).sum())} of {len(index)} "
+                            f"frames have none); {root / folder} must hold one <frame path>.png per frame")
+        out = out.copy() if out is index else out
+        out[column] = expected.to_numpy()
     return out
 
 

@@ -1,17 +1,22 @@
 """Region codes and folding tables: any label set -> SPReID's five-region code.
 
 The five-region code (SPReID sec. 3.3, footnote 2): 0 background, 1 head, 2 upper body, 3 lower body,
-4 shoes; ``IGNORE`` (255) counts in no region. The synthetic ground truth adds 5 belongings.
+4 shoes; ``IGNORE`` (255) counts in no region. The synthetic ground truth adds 5 belongings, and its
+limb maps (:data:`LIMB_NAMES`) the pieces the renderer moves rigidly, which fold into those codes.
+
+torch is imported by the functions that need it, so that the synthetic generator's rendering processes,
+which draw with these codes, do not load it.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from hspreid.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 REGION_NAMES = ("background", "head", "upper", "lower", "shoes")
 """Names of the region codes 0-4."""
@@ -20,6 +25,20 @@ REGIONS = ("foreground", "head", "upper", "lower", "shoes")
 GROUND_TRUTH_NAMES = ("background", "head", "upper", "lower", "shoes", "belongings")
 """Codes of the synthetic ground-truth masks."""
 IGNORE = 255
+
+LIMB_NAMES = ("background", "head", "torso", "pelvis", "l_upper_arm", "l_forearm", "r_upper_arm", "r_forearm",
+              "l_thigh", "l_shin", "r_thigh", "r_shin", "l_shoe", "r_shoe", "belongings")
+"""Codes of the synthetic limb maps (``ground_truth/limbs/``): every piece that hspreid.data.synth.figure draws
+with a motion of its own (hip and knee angles swing thigh and shin apart, shoulder and elbow angles upper arm and
+forearm; in front and back views the limbs foreshorten instead of turning). ``l_``/``r_``: the person's left and
+right (``hspreid.data.keypoints.flip_order`` gives a mirror's permutation). head: face, neck, hair, cap; torso:
+the shirt from neck to hem; pelvis: the hips below the hem, a skirt too (it moves with the hips, half the torso's
+sway, but is lower body in the masks); an upper arm holds its sleeve, a forearm its hand, a thigh its shorts leg;
+a shoe is carried by its ankle without turning; belongings: a backpack (moves with the torso) or a shoulder bag
+(with the hips; its strap stretches)."""
+LIMB_TO_GROUND_TRUTH: tuple[int, ...] = (0, 1, 2, 3, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 5)
+"""Limb code -> synthetic ground-truth code (:data:`GROUND_TRUTH_NAMES`); folds a limb map into its mask
+exactly, pixel for pixel (the renderer draws the mask through this table)."""
 
 # LIP's 20 classes (SPReID footnote 1) -> the five-region code, as grouped by the official code:
 #  0 Background->0 | 1 Hat, 2 Hair, 4 Sunglasses, 13 Face -> 1 head
@@ -69,6 +88,8 @@ def ground_truth_table(belongings: int = IGNORE) -> list[int]:
 
 def _lookup_table(table: Sequence[int] | Mapping[int, int], unknown: int) -> torch.Tensor:
     """Label -> region lookup of size >= 256; labels absent from ``table`` map to ``unknown``."""
+    import torch
+
     pairs = table.items() if isinstance(table, Mapping) else enumerate(table)
     pairs = [(int(k), int(v)) for k, v in pairs]
     lut = torch.full((max([256] + [k + 1 for k, _ in pairs]),), unknown, dtype=torch.long)
@@ -82,6 +103,8 @@ def fold_to_regions(labels: torch.Tensor | np.ndarray, table: Sequence[int] | Ma
     """Map any label set to the five-region code with ``table`` (label -> region; e.g. LIP_TO_REGIONS,
     SPReID footnotes 1-2). Labels missing from the table become ``unknown`` (255: counted in no region).
     Same shape and container type (tensor or array) as ``labels``; dtype uint8 if the values fit."""
+    import torch
+
     is_np = isinstance(labels, np.ndarray)
     lab = torch.as_tensor(np.asarray(labels) if is_np else labels).long()
     if lab.numel() and int(lab.min()) < 0:
@@ -95,6 +118,9 @@ def fold_to_regions(labels: torch.Tensor | np.ndarray, table: Sequence[int] | Ma
 def fold_probs_to_regions(probs: torch.Tensor, table: Sequence[int] = LIP_TO_REGIONS) -> torch.Tensor:
     """Sum class probabilities [..., C, H, W] into the five regions [..., 5, H, W] (channel r = sum of the
     classes that ``table`` sends to r; channel 0 background), as the official code groups LIP's softmax."""
+    import torch
+    import torch.nn.functional as F
+
     if probs.shape[-3] != len(table):
         raise ValueError(f"fold_probs_to_regions: {probs.shape[-3]} channels but a table of {len(table)} classes")
     member = F.one_hot(torch.as_tensor(list(table), device=probs.device), len(REGIONS)).to(probs.dtype)  # [C, 5]
@@ -111,6 +137,8 @@ def fold_parts_by_height(labels: torch.Tensor | np.ndarray, num_parts: int,
     beyond. Per map, not per table, so that a crop that cuts the legs still sends the legs to
     "lower". Background stays 0; values >= K (e.g. 255) are kept as they are (counted in no region).
     """
+    import torch
+
     if num_parts < 2:
         raise ValueError("fold_parts_by_height: num_parts counts the background and must be at least 2")
     is_np = isinstance(labels, np.ndarray)

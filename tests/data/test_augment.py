@@ -54,7 +54,7 @@ def test_train_clips_move_parsing_and_key_points_with_flip_and_pad_crop(tiny_mar
     from hspreid.data.keypoints import Keypoints
     from hspreid.engine.trainer import _collate
 
-    n, (h, w) = len(tiny_mars["index"]), FrameStore(tiny_mars["frames"]).images.shape[1:3]
+    n, (h, w) = len(tiny_mars["index"]), FrameStore(tiny_mars["frames"]).frame_size
     labels = np.zeros((n, h, w), np.uint8)
     labels[:, 10, 3], labels[:, 20, 12] = 1, 4                    # l_wrist marker (1), r_wrist marker (4)
     group = zarr.open_group(str(tmp_path / "parsing.zarr"), mode="w")

@@ -49,7 +49,7 @@ def test_external_png_maps_with_the_lip_table(tiny_mars, tmp_path):
         image.save(png.with_suffix(".png"))
     assert _run(tiny_mars, tmp_path / "external.zarr", {"source": "external", "path": str(folder)}) == 0
     store = LabelMaps(tmp_path / "external.zarr")
-    h, w = FrameStore(tiny_mars["frames"]).images.shape[1:3]
+    h, w = FrameStore(tiny_mars["frames"]).frame_size
     assert store.size == (h, w) and store.attrs["source"] == "external"
     expected = cv2.resize(np.asarray(LIP_TO_REGIONS, np.uint8)[lip], (w, h), interpolation=cv2.INTER_NEAREST)
     got = store.read(np.arange(len(index)))

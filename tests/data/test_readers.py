@@ -622,7 +622,7 @@ def test_iter_frame_images_corrupt_and_missing_files(tmp_path, caplog):
 
 # --------------------------------------------------------------------------- ground truth
 
-def test_attach_ground_truth_masks(tmp_path):
+def test_attach_ground_truth_maps(tmp_path):
     root = tmp_path / "data"
     make_image_folders(root)
     df = read_dataset("market1501", root)
@@ -632,8 +632,13 @@ def test_attach_ground_truth_masks(tmp_path):
     out = attach_ground_truth(df, root)
     assert out["mask_path"].iloc[0] == "ground_truth/masks/" + df["path"].iloc[0].rsplit(".", 1)[0] + ".png"
     assert all((root / m).is_file() for m in out["mask_path"])
+    assert "limb_path" not in out.columns
+    for p in df["path"]:
+        write_image(root / "ground_truth" / "limbs" / (p.rsplit(".", 1)[0] + ".png"))
+    both = attach_ground_truth(df, root)
+    assert both["limb_path"].tolist() == [m.replace("/masks/", "/limbs/") for m in out["mask_path"]]
     (root / out["mask_path"].iloc[2]).unlink()
-    with pytest.raises(UserError, match=r"missing ground-truth mask \(1 of 9"):
+    with pytest.raises(UserError, match=r"masks/.*: missing ground-truth map \(1 of 9"):
         attach_ground_truth(df, root)
 
 
@@ -652,6 +657,8 @@ def test_load_keypoints(tmp_path):
     (root / "ground_truth" / "keypoints.csv").write_text("\n".join(lines[:-1]))
     with pytest.raises(UserError, match=r"no keypoints for frame"):
         load_keypoints(root, df)
+    some, _ = load_keypoints(root, df, partial=True)                            # a user's file of some frames
+    assert np.isnan(some[0]).all() and np.array_equal(some[1:], kp[1:])
     (root / "ground_truth" / "keypoints.csv").write_text("\n".join(lines[:-1] + [lines[-1].replace(",0", ",")]))
     with pytest.raises(UserError, match=r"empty or non-numeric"):
         load_keypoints(root, df)

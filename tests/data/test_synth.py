@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import scipy.io
 from hspreid.data.synth import DEFAULTS, LAYOUTS, generate
 from hspreid.data.synth.figure import JOINTS
 from hspreid.errors import UserError
+from hspreid.partmaps import LIMB_NAMES, LIMB_TO_GROUND_TRUTH
 
 SMALL = {
     "mars": {"num_train_ids": 6, "num_test_ids": 6, "cameras": 4, "cams_per_id": [2, 3], "tracklets_per_cam": [1, 2],
@@ -120,18 +123,24 @@ def test_ground_truth(made, layout):
     table = pd.read_csv(root / "ground_truth" / "images.csv").set_index("path")
     assert sorted(table.index) == images
     h, w = DEFAULTS[layout]["height"], DEFAULTS[layout]["width"]
+    fold = np.asarray(LIMB_TO_GROUND_TRUTH, np.uint8)
+    limbs_seen: set[int] = set()
     for rel in images:
         img = cv2.imread(str(root / rel))
         mask = cv2.imread(str(root / "ground_truth" / "masks" / Path(rel).with_suffix(".png")), cv2.IMREAD_UNCHANGED)
+        limbs = cv2.imread(str(root / "ground_truth" / "limbs" / Path(rel).with_suffix(".png")), cv2.IMREAD_UNCHANGED)
         assert img.shape == (h, w, 3) and mask.shape == (h, w) and mask.dtype == np.uint8
-        assert mask.max() <= 5
+        assert mask.max() <= 5 and limbs.shape == (h, w) and limbs.dtype == np.uint8
+        assert np.array_equal(fold[limbs], mask), rel                 # the limbs fold into the mask exactly
+        limbs_seen |= set(np.unique(limbs).tolist())
         assert np.count_nonzero(mask) == table.loc[rel, "person_pixels"]
         if table.loc[rel, "role"] == "person":
             assert np.count_nonzero(mask) > 0, rel
             if table.loc[rel, "occluder"] == "none":
                 assert np.count_nonzero(mask) > 0.12 * h * w, rel
                 assert {1, 2, 3, 4} <= set(np.unique(mask).tolist()), rel
-    assert (root / "ground_truth" / "README.txt").read_text().strip()
+    assert limbs_seen == set(range(len(LIMB_NAMES)))                   # every piece drawn somewhere
+    assert "l_forearm" in (root / "ground_truth" / "README.txt").read_text()
     assert (root / "synth.json").is_file()
     assert sum(summary["images"].values()) == len(images)
 
@@ -150,6 +159,24 @@ def test_deterministic(tmp_path, made):
     c = _digest(tmp_path / "c")
     masks = [k for k in a if k.startswith("ground_truth/masks/")]
     assert masks and sum(a[k] != c.get(k) for k in masks) > len(masks) // 2
+
+
+def test_limb_maps_change_no_other_file(tmp_path, made):
+    """Drawing the limb maps takes no random number and changes no image, mask or key point."""
+    with_limbs = _digest(made["mars"][0])
+    generate("mars", tmp_path / "plain", SMALL["mars"], seed=3, limbs=False)
+    plain = _digest(tmp_path / "plain")
+    limbs = {k for k in with_limbs if k.startswith("ground_truth/limbs/")}
+    assert len(limbs) == sum(k.endswith(".jpg") for k in plain) and not any("limbs/" in k for k in plain)
+    assert {k: v for k, v in with_limbs.items() if k not in limbs | {"ground_truth/README.txt"}} == \
+        {k: v for k, v in plain.items() if k != "ground_truth/README.txt"}
+
+
+def test_rendering_processes_do_not_load_torch():
+    """The generator's spawned workers import the renderer, which draws with the limb codes of
+    hspreid.partmaps.regions: that must not pull in torch (~0.5 GB per process)."""
+    code = "import sys, hspreid.data.synth.render; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_identities_share_colours(made):

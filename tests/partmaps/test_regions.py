@@ -2,7 +2,15 @@
 import numpy as np
 import torch
 
-from hspreid.partmaps import LIP_TO_REGIONS, fold_parts_by_height, fold_probs_to_regions, fold_to_regions
+from hspreid.partmaps import (
+    GROUND_TRUTH_NAMES,
+    LIMB_NAMES,
+    LIMB_TO_GROUND_TRUTH,
+    LIP_TO_REGIONS,
+    fold_parts_by_height,
+    fold_probs_to_regions,
+    fold_to_regions,
+)
 
 
 def test_lip_table_matches_footnotes():
@@ -38,3 +46,13 @@ def test_fold_parts_by_height_stripes_and_cut_legs():
     assert fold_parts_by_height(top[None], 5)[0].tolist() == [[0, 1], [2, 2], [3, 3], [4, 255]]
     cut = torch.tensor([[1], [2], [2], [2], [3], [3], [3], [3]])               # legs fill the bottom half
     assert fold_parts_by_height(cut.numpy(), 4).ravel().tolist() == [1, 2, 2, 2, 3, 3, 3, 3]
+
+
+def test_limb_table_folds_each_piece_into_its_region():
+    assert len(LIMB_TO_GROUND_TRUTH) == len(LIMB_NAMES) == len(set(LIMB_NAMES))
+    region = {name: GROUND_TRUTH_NAMES[code] for name, code in zip(LIMB_NAMES, LIMB_TO_GROUND_TRUTH)}
+    assert region["background"] == "background" and region["head"] == "head" and region["belongings"] == "belongings"
+    for side in "lr":
+        assert region[f"{side}_upper_arm"] == region[f"{side}_forearm"] == region["torso"] == "upper"
+        assert region[f"{side}_thigh"] == region[f"{side}_shin"] == region["pelvis"] == "lower"
+        assert region[f"{side}_shoe"] == "shoes"

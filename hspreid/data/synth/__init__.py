@@ -12,8 +12,11 @@ illumination changes, detector jitter, occluders, blur, noise and JPEG compressi
 * ``occluded_duke``: same folders, Duke names ``0001_c2_f0046182.jpg``; occluded queries, some occluded
   gallery/train images, gallery-only distractor identities seen by one camera.
 
-Every layout also gets ``ground_truth/`` (part masks, keypoints.csv, images.csv, identities.csv, README.txt)
-and ``synth.json`` (layout, seed, parameters, summary).
+Every layout also gets ``ground_truth/`` (part masks, limb maps, keypoints.csv, images.csv, identities.csv,
+README.txt) and ``synth.json`` (layout, seed, parameters, summary). The limb maps
+(:data:`hspreid.partmaps.regions.LIMB_NAMES`: head, torso, pelvis, upper arms, forearms, thighs, shins, shoes,
+belongings) are the pieces the renderer moves rigidly; ``LIMB_TO_GROUND_TRUTH`` folds them into the masks
+exactly. ``generate(..., limbs=False)`` leaves them out; every other file is the same byte for byte.
 
 Parameters (``DEFAULTS[layout]`` gives the defaults; ``[lo, hi]`` ranges are inclusive, a single int means
 [n, n]):
@@ -126,9 +129,11 @@ def _worker_init() -> None:
     cv2.setNumThreads(1)
 
 
-def generate(layout: str, root: Path, params: dict | None = None, seed: int = 0, workers: int = 1) -> dict:
+def generate(layout: str, root: Path, params: dict | None = None, seed: int = 0, workers: int = 1,
+             limbs: bool = True) -> dict:
     """Write the data set under ``root`` (which must not exist or be empty); return a summary dict
-    (counts of ids/tracklets/images per split, distractors, junk, occluded share)."""
+    (counts of ids/tracklets/images per split, distractors, junk, occluded share). ``limbs``: also write the
+    limb maps ``ground_truth/limbs/`` (no other file changes)."""
     t0 = time.monotonic()
     p = resolve_params(layout, params)
     root = Path(root)
@@ -141,7 +146,8 @@ def generate(layout: str, root: Path, params: dict | None = None, seed: int = 0,
     planner = Planner(p, seed, layout)
     PLANNERS[layout](planner)
     jobs = planner.jobs
-    cfg = RenderConfig(seed, p["height"], p["width"], p["jitter"], p["noise"], p["jpeg_quality"], p["palette_size"])
+    cfg = RenderConfig(seed, p["height"], p["width"], p["jitter"], p["noise"], p["jpeg_quality"], p["palette_size"],
+                       limbs=bool(limbs))
     progress = Progress(sum(len(j.frames) for j in jobs), f"synth {layout}", logger=log)
     with atomic_dir(root) as tmp:
         args = [(job, str(tmp), cfg) for job in jobs]
@@ -157,7 +163,7 @@ def generate(layout: str, root: Path, params: dict | None = None, seed: int = 0,
                 out = render_star(a)
                 rows += out
                 progress.update(len(out))
-        images = write_ground_truth(tmp, rows, planner.identities)
+        images = write_ground_truth(tmp, rows, planner.identities, limbs=bool(limbs))
         summary = _summary(layout, seed, p, images, write_mars_info(tmp, jobs) if layout == "mars" else None)
         summary["seconds"] = round(time.monotonic() - t0, 2)
         (tmp / "synth.json").write_text(json.dumps(

@@ -1,4 +1,10 @@
-"""An articulated 2-D person drawn with OpenCV: body parts into an image, part labels into a mask, joints out.
+"""An articulated 2-D person drawn with OpenCV: body parts into an image, part labels into a mask and a limb map,
+joints out.
+
+Every primitive is labelled with the piece it belongs to (:data:`~hspreid.partmaps.regions.LIMB_NAMES`: head,
+torso, pelvis, each upper arm, forearm, thigh, shin and shoe, belongings), the pieces that move with their own
+transform: hip and knee angles swing thigh and shin separately, shoulder and elbow angles upper arm and forearm.
+The mask gets the piece's ground-truth code (``LIMB_TO_GROUND_TRUTH``), so the limb map folds into it exactly.
 
 Coordinates are canvas pixels (y down). ``P`` is the body height in pixels (top of head to soles). Views:
 ``front`` (facing the camera), ``back``, ``left``/``right`` (walking towards the image's left/right edge).
@@ -11,11 +17,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from hspreid.partmaps.regions import LIMB_NAMES, LIMB_TO_GROUND_TRUTH
+
 from .identity import Color, Identity
 
 JOINTS = ("head", "neck", "l_shoulder", "r_shoulder", "l_elbow", "r_elbow", "l_wrist", "r_wrist",
           "l_hip", "r_hip", "l_knee", "r_knee", "l_ankle", "r_ankle")
-BACKGROUND, HEAD, UPPER, LOWER, SHOES, BELONGINGS = range(6)
+LIMB = {name: code for code, name in enumerate(LIMB_NAMES)}
+"""Limb name -> code, the label every part painter draws with."""
 PART_NAMES = ("background", "head", "upper_body", "lower_body", "shoes", "belongings")
 VIEWS = ("front", "back", "left", "right")
 
@@ -34,22 +43,32 @@ def shade(color: Color, f: float) -> Color:
 
 
 class Painter:
-    """Draws every primitive twice: anti-aliased colour into ``img`` and a hard part label into ``lab``."""
+    """Draws every primitive of limb code ``label`` (:data:`LIMB`) as anti-aliased colour into ``img``, as the
+    hard ground-truth code ``LIMB_TO_GROUND_TRUTH[label]`` into ``lab`` and, when given, as ``label`` into
+    ``limbs``: the same pixels in the same order, so that the limb map folds into ``lab`` exactly. Drawing
+    ``limbs`` changes nothing in ``img`` or ``lab`` (an occluder's painter draws no limb map)."""
 
-    def __init__(self, img: np.ndarray, lab: np.ndarray):
-        self.img, self.lab = img, lab
+    def __init__(self, img: np.ndarray, lab: np.ndarray, limbs: np.ndarray | None = None):
+        self.img, self.lab, self.limbs = img, lab, limbs
+
+    def _labels(self, label: int) -> list[tuple[np.ndarray, int]]:
+        """(label array, value) pairs a primitive of limb code ``label`` is drawn into."""
+        out = [(self.lab, LIMB_TO_GROUND_TRUTH[label])]
+        return out if self.limbs is None else out + [(self.limbs, label)]
 
     def poly(self, pts, color: Color, label: int) -> None:
         q = [_fix(pts).reshape(-1, 1, 2)]
         cv2.fillPoly(self.img, q, color, cv2.LINE_AA, _SHIFT)
-        cv2.fillPoly(self.lab, q, label, cv2.LINE_8, _SHIFT)
+        for arr, value in self._labels(label):
+            cv2.fillPoly(arr, q, value, cv2.LINE_8, _SHIFT)
 
     def ellipse(self, center, axes, color: Color, label: int, angle: float = 0, start: float = 0,
                 end: float = 360) -> None:
         c = (round(float(center[0]) * _ONE), round(float(center[1]) * _ONE))
         a = (max(1, round(float(axes[0]) * _ONE)), max(1, round(float(axes[1]) * _ONE)))
         cv2.ellipse(self.img, c, a, angle, start, end, color, -1, cv2.LINE_AA, _SHIFT)
-        cv2.ellipse(self.lab, c, a, angle, start, end, label, -1, cv2.LINE_8, _SHIFT)
+        for arr, value in self._labels(label):
+            cv2.ellipse(arr, c, a, angle, start, end, value, -1, cv2.LINE_8, _SHIFT)
 
     def circle(self, center, r: float, color: Color, label: int) -> None:
         self.ellipse(center, (r, r), color, label)
@@ -156,21 +175,22 @@ def _leg(p: Painter, ps: Pose, ident: Identity, s: str, f: float) -> None:
     hip, knee, ankle = j[f"{s}_hip"], j[f"{s}_knee"], j[f"{s}_ankle"]
     rh, rk, ra = 0.048 * ident.build * P, 0.036 * P, 0.027 * P
     cloth, skin = shade(ident.lower_color, f), shade(ident.skin_color, f)
+    thigh, shin, foot = LIMB[f"{s}_thigh"], LIMB[f"{s}_shin"], LIMB[f"{s}_shoe"]
     if ident.lower_type == "trousers":
-        p.capsule(hip, knee, rh, rk, cloth, LOWER)
-        p.capsule(knee, ankle, rk, ra, cloth, LOWER)
+        p.capsule(hip, knee, rh, rk, cloth, thigh)
+        p.capsule(knee, ankle, rk, ra, cloth, shin)
     else:
-        p.capsule(hip, knee, rh * 0.8, rk * 0.85, skin, LOWER)
-        p.capsule(knee, ankle, rk * 0.85, ra * 0.9, skin, LOWER)
+        p.capsule(hip, knee, rh * 0.8, rk * 0.85, skin, thigh)
+        p.capsule(knee, ankle, rk * 0.85, ra * 0.9, skin, shin)
         if ident.lower_type == "shorts":
-            p.capsule(hip, hip + 0.6 * (knee - hip), rh * 1.05, rk * 1.1, cloth, LOWER)
+            p.capsule(hip, hip + 0.6 * (knee - hip), rh * 1.05, rk * 1.1, cloth, thigh)
     shoe = shade(ident.shoes_color, f)
     if ps.side:
         d = ps.d
         pts = np.array([(-0.03, -0.012), (0.03, -0.008), (0.08, 0.022), (0.078, 0.036), (-0.035, 0.036)])
-        p.poly(ankle + pts * (d * P, P), shoe, SHOES)
+        p.poly(ankle + pts * (d * P, P), shoe, foot)
     else:
-        p.ellipse(ankle + (0, 0.018 * P), (0.034 * P, 0.022 * P), shoe, SHOES)
+        p.ellipse(ankle + (0, 0.018 * P), (0.034 * P, 0.022 * P), shoe, foot)
 
 
 def _pelvis(p: Painter, ps: Pose, ident: Identity) -> None:
@@ -183,12 +203,12 @@ def _pelvis(p: Painter, ps: Pose, ident: Identity) -> None:
         knee_y = (j["l_knee"][1] + j["r_knee"][1]) / 2
         flare = w + 0.05 * P
         p.poly([(c[0] - w, top), (c[0] + w, top), (c[0] + flare, knee_y), (c[0] - flare, knee_y)],
-               ident.lower_color, LOWER)
+               ident.lower_color, LIMB["pelvis"])
     elif ps.side:
-        p.ellipse(c, (w, 0.065 * P), ident.lower_color, LOWER)
+        p.ellipse(c, (w, 0.065 * P), ident.lower_color, LIMB["pelvis"])
     else:
         p.poly([(c[0] - w, top), (c[0] + w, top), (c[0] + w * 0.95, y + 0.05 * P), (c[0] - w * 0.95, y + 0.05 * P)],
-               ident.lower_color, LOWER)
+               ident.lower_color, LIMB["pelvis"])
 
 
 def _torso(p: Painter, ps: Pose, ident: Identity) -> None:
@@ -207,44 +227,44 @@ def _torso(p: Painter, ps: Pose, ident: Identity) -> None:
         waist = sy + 0.17 * P
         half = [(0.5 * w, neck[1]), (w, sy + 0.012 * P), (0.85 * w, waist), (hw, hem)]
         pts = [(cx + x, y) for x, y in half] + [(cx - x, y) for x, y in reversed(half)]
-    p.poly(pts, ident.upper_color, UPPER)
+    p.poly(pts, ident.upper_color, LIMB["torso"])
     if ident.pattern == "stripes":
         p.stripes(pts, ident.pattern_color, 0.03 * P)
     elif ident.pattern == "logo" and ps.view == "front":
         c = np.array([cx, sy + 0.08 * P])
         p.poly([c + (-0.035 * P, -0.025 * P), c + (0.035 * P, -0.025 * P), c + (0.035 * P, 0.025 * P),
-                c + (-0.035 * P, 0.025 * P)], ident.pattern_color, UPPER)
+                c + (-0.035 * P, 0.025 * P)], ident.pattern_color, LIMB["torso"])
 
 
 def _head(p: Painter, ps: Pose, ident: Identity) -> None:
     P, j = ps.P, ps.j
     c, neck = j["head"], j["neck"]
     rx, ry = ps.head_r
-    p.capsule(neck + (0, 0.01 * P), c, 0.022 * P, 0.025 * P, ident.skin_color, HEAD)
+    p.capsule(neck + (0, 0.01 * P), c, 0.022 * P, 0.025 * P, ident.skin_color, LIMB["head"])
     hair, style = ident.hair_color, ident.hair_style
     if ps.view == "back":
-        p.ellipse(c, (rx, ry), hair, HEAD)
+        p.ellipse(c, (rx, ry), hair, LIMB["head"])
         if style == "cap":
-            p.ellipse(c - (0, 0.1 * ry), (rx * 1.05, ry * 0.95), ident.cap_color, HEAD, start=180, end=360)
+            p.ellipse(c - (0, 0.1 * ry), (rx * 1.05, ry * 0.95), ident.cap_color, LIMB["head"], start=180, end=360)
         return
-    p.ellipse(c, (rx, ry), ident.skin_color, HEAD)
+    p.ellipse(c, (rx, ry), ident.skin_color, LIMB["head"])
     if ps.side:
         d = ps.d
         start, end = (110, 320) if d > 0 else (-140, 70)
         if style != "cap":
-            p.ellipse(c - (0, 0.08 * ry), (rx * 1.04, ry * 0.98), hair, HEAD, start=start, end=end)
-        p.circle(c + (d * 0.55 * rx, -0.12 * ry), 0.07 * rx, _EYE, HEAD)
+            p.ellipse(c - (0, 0.08 * ry), (rx * 1.04, ry * 0.98), hair, LIMB["head"], start=start, end=end)
+        p.circle(c + (d * 0.55 * rx, -0.12 * ry), 0.07 * rx, _EYE, LIMB["head"])
     else:
         if style != "cap":
-            p.ellipse(c - (0, 0.12 * ry), (rx * 1.05, ry * 0.95), hair, HEAD, start=180, end=360)
-            p.ellipse(c - (0, 0.25 * ry), (rx * 1.02, ry * 0.6), hair, HEAD, start=160, end=380)
+            p.ellipse(c - (0, 0.12 * ry), (rx * 1.05, ry * 0.95), hair, LIMB["head"], start=180, end=360)
+            p.ellipse(c - (0, 0.25 * ry), (rx * 1.02, ry * 0.6), hair, LIMB["head"], start=160, end=380)
         for ex in (-0.38, 0.38):
-            p.circle(c + (ex * rx, 0.02 * ry), 0.09 * rx, _EYE, HEAD)
-        p.line(c + (-0.25 * rx, 0.5 * ry), c + (0.25 * rx, 0.5 * ry), 0.05 * rx, shade(ident.skin_color, 0.7), HEAD)
+            p.circle(c + (ex * rx, 0.02 * ry), 0.09 * rx, _EYE, LIMB["head"])
+        p.line(c + (-0.25 * rx, 0.5 * ry), c + (0.25 * rx, 0.5 * ry), 0.05 * rx, shade(ident.skin_color, 0.7), LIMB["head"])
     if style == "cap":
-        p.ellipse(c - (0, 0.15 * ry), (rx * 1.06, ry * 0.95), ident.cap_color, HEAD, start=180, end=360)
+        p.ellipse(c - (0, 0.15 * ry), (rx * 1.06, ry * 0.95), ident.cap_color, LIMB["head"], start=180, end=360)
         brim = c + (ps.d * 0.6 * rx, -0.12 * ry)
-        p.ellipse(brim, (rx * (0.75 if ps.side else 1.1), 0.14 * ry), shade(ident.cap_color, 0.85), HEAD)
+        p.ellipse(brim, (rx * (0.75 if ps.side else 1.1), 0.14 * ry), shade(ident.cap_color, 0.85), LIMB["head"])
 
 
 def _long_hair(p: Painter, ps: Pose, ident: Identity) -> None:
@@ -256,8 +276,8 @@ def _long_hair(p: Painter, ps: Pose, ident: Identity) -> None:
     bottom = ps.j["neck"][1] + 0.07 * ps.P
     x0 = c[0] - (ps.d * 0.7 * rx if ps.side else 0)
     w = rx * (0.75 if ps.side else 1.1)
-    p.poly([(x0 - w, c[1]), (x0 + w, c[1]), (x0 + w * 1.05, bottom), (x0 - w * 1.05, bottom)], ident.hair_color, HEAD)
-    p.ellipse((x0, c[1]), (w, ry), ident.hair_color, HEAD)
+    p.poly([(x0 - w, c[1]), (x0 + w, c[1]), (x0 + w * 1.05, bottom), (x0 - w * 1.05, bottom)], ident.hair_color, LIMB["head"])
+    p.ellipse((x0, c[1]), (w, ry), ident.hair_color, LIMB["head"])
 
 
 def _arm(p: Painter, ps: Pose, ident: Identity, s: str, f: float) -> None:
@@ -265,15 +285,16 @@ def _arm(p: Painter, ps: Pose, ident: Identity, s: str, f: float) -> None:
     sh, el, wr = j[f"{s}_shoulder"], j[f"{s}_elbow"], j[f"{s}_wrist"]
     cloth, skin = shade(ident.upper_color, f), shade(ident.skin_color, f)
     ru, re, rw = 0.034 * ident.build * P, 0.028 * P, 0.022 * P
+    upper, fore = LIMB[f"{s}_upper_arm"], LIMB[f"{s}_forearm"]
     if ident.sleeves == "long":
-        p.capsule(sh, el, ru, re, cloth, UPPER)
-        p.capsule(el, wr, re, rw, cloth, UPPER)
+        p.capsule(sh, el, ru, re, cloth, upper)
+        p.capsule(el, wr, re, rw, cloth, fore)
     else:
-        p.capsule(sh, el, ru * 0.8, re * 0.85, skin, UPPER)
-        p.capsule(el, wr, re * 0.85, rw * 0.9, skin, UPPER)
-        p.capsule(sh, sh + 0.55 * (el - sh), ru * 1.08, re * 1.1, cloth, UPPER)
+        p.capsule(sh, el, ru * 0.8, re * 0.85, skin, upper)
+        p.capsule(el, wr, re * 0.85, rw * 0.9, skin, fore)
+        p.capsule(sh, sh + 0.55 * (el - sh), ru * 1.08, re * 1.1, cloth, upper)
     hand = wr + 0.03 * P * (wr - el) / max(np.hypot(*(wr - el)), 1e-6)
-    p.circle(hand, 0.024 * P, skin, UPPER)
+    p.circle(hand, 0.024 * P, skin, fore)
 
 
 def _backpack(p: Painter, ps: Pose, ident: Identity, straps_only: bool = False) -> None:
@@ -284,22 +305,22 @@ def _backpack(p: Painter, ps: Pose, ident: Identity, straps_only: bool = False) 
         d, back = ps.d, cx - ps.d * 0.5 * ps.shoulder_w
         if straps_only:
             p.line((cx + d * 0.05 * ps.shoulder_w, sy - 0.01 * P), (cx + d * 0.25 * ps.shoulder_w, sy + 0.17 * P),
-                   0.016 * P, shade(col, 0.8), BELONGINGS)
+                   0.016 * P, shade(col, 0.8), LIMB["belongings"])
             return
         xs = sorted((back - d * 0.095 * P, back + d * 0.02 * P))
-        p.poly([(xs[0], sy), (xs[1], sy - 0.01 * P), (xs[1], sy + 0.24 * P), (xs[0], sy + 0.22 * P)], col, BELONGINGS)
-        p.line((xs[0] + 0.02 * P, sy + 0.12 * P), (xs[1] - 0.03 * P, sy + 0.12 * P), 0.012 * P, shade(col, 0.7), BELONGINGS)
+        p.poly([(xs[0], sy), (xs[1], sy - 0.01 * P), (xs[1], sy + 0.24 * P), (xs[0], sy + 0.22 * P)], col, LIMB["belongings"])
+        p.line((xs[0] + 0.02 * P, sy + 0.12 * P), (xs[1] - 0.03 * P, sy + 0.12 * P), 0.012 * P, shade(col, 0.7), LIMB["belongings"])
     elif ps.view == "front" or straps_only:
         for x in (-1, 1):
             p.line((cx + x * 0.55 * ps.shoulder_w, sy - 0.008 * P), (cx + x * 0.62 * ps.shoulder_w, sy + 0.2 * P),
-                   0.018 * P, shade(col, 0.85), BELONGINGS)
+                   0.018 * P, shade(col, 0.85), LIMB["belongings"])
     else:
         w = 0.085 * ident.build * P
         p.poly([(cx - w, sy + 0.005 * P), (cx + w, sy + 0.005 * P), (cx + w * 1.05, sy + 0.24 * P),
-                (cx - w * 1.05, sy + 0.24 * P)], col, BELONGINGS)
-        p.ellipse((cx, sy + 0.01 * P), (w * 0.9, 0.03 * P), col, BELONGINGS, start=180, end=360)
+                (cx - w * 1.05, sy + 0.24 * P)], col, LIMB["belongings"])
+        p.ellipse((cx, sy + 0.01 * P), (w * 0.9, 0.03 * P), col, LIMB["belongings"], start=180, end=360)
         p.poly([(cx - w * 0.7, sy + 0.14 * P), (cx + w * 0.7, sy + 0.14 * P), (cx + w * 0.7, sy + 0.22 * P),
-                (cx - w * 0.7, sy + 0.22 * P)], shade(col, 0.75), BELONGINGS)
+                (cx - w * 0.7, sy + 0.22 * P)], shade(col, 0.75), LIMB["belongings"])
 
 
 def _bag(p: Painter, ps: Pose, ident: Identity, strap: bool, body: bool) -> None:
@@ -315,10 +336,10 @@ def _bag(p: Painter, ps: Pose, ident: Identity, strap: bool, body: bool) -> None
         top_from = j[f"{other}_shoulder"]
     w, h = 0.055 * P, 0.05 * P
     if strap:
-        p.line(top_from, c - (0, h), 0.012 * P, shade(col, 0.8), BELONGINGS)
+        p.line(top_from, c - (0, h), 0.012 * P, shade(col, 0.8), LIMB["belongings"])
     if body:
-        p.poly([c + (-w, -h), c + (w, -h), c + (w * 1.05, h), c + (-w * 1.05, h)], col, BELONGINGS)
-        p.line(c + (-w, -0.3 * h), c + (w, -0.3 * h), 0.008 * P, shade(col, 0.7), BELONGINGS)
+        p.poly([c + (-w, -h), c + (w, -h), c + (w * 1.05, h), c + (-w * 1.05, h)], col, LIMB["belongings"])
+        p.line(c + (-w, -0.3 * h), c + (w, -0.3 * h), 0.008 * P, shade(col, 0.7), LIMB["belongings"])
 
 
 def draw_figure(p: Painter, ident: Identity, view: str, phase: float, cx: float, ground_y: float,

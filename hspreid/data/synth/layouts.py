@@ -15,6 +15,7 @@ import pandas as pd
 import scipy.io
 
 from hspreid.errors import UserError
+from hspreid.partmaps.regions import LIMB_NAMES, LIMB_TO_GROUND_TRUTH
 
 from .figure import JOINTS, PART_NAMES, VIEWS
 from .identity import Identity, sample_identities
@@ -228,7 +229,7 @@ PLANNERS = {"mars": plan_mars, "market": plan_market, "occluded_duke": plan_occl
 README = (
     "Synthetic person re-ID ground truth written by hspreid.data.synth. masks/ holds one PNG per image, at the "
     "image's relative path with the extension .png: uint8 part labels, same size as the image ({parts}); "
-    "occluder pixels are 0. keypoints.csv: path (relative image path), then <joint>_x, <joint>_y, <joint>_v "
+    "occluder pixels are 0. {limbs}keypoints.csv: path (relative image path), then <joint>_x, <joint>_y, <joint>_v "
     "for the joints {joints}, in pixels of the saved image; v=1 visible, v=0 hidden by an occluder or outside the "
     "crop (self-occlusion is not marked); -1,-1,0 where no person was drawn (background junk). images.csv: for "
     "each image its split, identity key, pid, role (person/distractor/junk), camera (1-based), tracklet, frame, "
@@ -236,10 +237,17 @@ README = (
     "identities.csv: each identity's appearance attributes (role: train/test/distractor/junk). ../synth.json: "
     "the generator's parameters, seed and summary."
 )
+LIMBS_README = (
+    "limbs/ holds one PNG per image beside its mask (same path, size and occluder zeros): the pieces the renderer "
+    "moves rigidly ({limbs}); each folds into one mask code ({fold}), so that the folded limb map equals the mask "
+    "pixel for pixel. "
+)
 
 
-def write_ground_truth(root: Path, rows: list[dict], identities: dict[str, tuple[Identity, str, int]]) -> pd.DataFrame:
-    """Write keypoints.csv, images.csv, identities.csv and README.txt; return the images table."""
+def write_ground_truth(root: Path, rows: list[dict], identities: dict[str, tuple[Identity, str, int]],
+                       limbs: bool = True) -> pd.DataFrame:
+    """Write keypoints.csv, images.csv, identities.csv and README.txt (describing limbs/ when ``limbs``); return
+    the images table."""
     gt = root / "ground_truth"
     gt.mkdir(parents=True, exist_ok=True)
     rows = sorted(rows, key=lambda r: r["path"])
@@ -256,5 +264,9 @@ def write_ground_truth(root: Path, rows: list[dict], identities: dict[str, tuple
                         for k, (ident, role, pid) in sorted(identities.items())])
     ids.to_csv(gt / "identities.csv", index=False)
     parts = ", ".join(f"{i} {n}" for i, n in enumerate(PART_NAMES))
-    (gt / "README.txt").write_text(textwrap.fill(README.format(parts=parts, joints=", ".join(JOINTS)), 100) + "\n")
+    limb_text = LIMBS_README.format(
+        limbs=", ".join(f"{i} {n}" for i, n in enumerate(LIMB_NAMES)),
+        fold=", ".join(f"{n} -> {LIMB_TO_GROUND_TRUTH[i]}" for i, n in enumerate(LIMB_NAMES) if i)) if limbs else ""
+    text = README.format(parts=parts, joints=", ".join(JOINTS), limbs=limb_text)
+    (gt / "README.txt").write_text(textwrap.fill(text, 100) + "\n")
     return images

@@ -1,4 +1,5 @@
-"""Render one job (a tracklet, or the images of one person in one camera) to JPEG images + PNG part masks.
+"""Render one job (a tracklet, or the images of one person in one camera) to JPEG images + PNG part masks and
+PNG limb maps (:data:`~hspreid.partmaps.regions.LIMB_NAMES`; ``RenderConfig.limbs``).
 
 A job carries its own seed, so its pixels do not depend on which process renders it or in what order.
 """
@@ -51,6 +52,7 @@ class RenderConfig:
     noise: float
     jpeg_quality: int
     palette_size: int
+    limbs: bool = True      # also write ground_truth/limbs/ (drawing them changes no image, mask or key point)
 
     @property
     def canvas_hw(self) -> tuple[int, int]:
@@ -117,10 +119,11 @@ def render_job(job: Job, root: str, cfg: RenderConfig) -> list[dict]:
         off = float(np.clip(off0 + speed * f.t, 0, span))
         canvas = cam.background[:, int(off):int(off) + cw].copy()
         lab = np.zeros((ch, cw), np.uint8)
+        limbs = np.zeros_like(lab) if cfg.limbs else None
         joints, bbox = None, nominal
         if ident is not None:
             phase = phase0 + ident.gait_speed * f.t
-            joints = draw_figure(Painter(canvas, lab), ident, job.view, phase, cx, ground_y, fig_p)
+            joints = draw_figure(Painter(canvas, lab, limbs), ident, job.view, phase, cx, ground_y, fig_p)
             if not tiny:
                 x, y, bw, bh = cv2.boundingRect(lab)
                 bbox = (x, y, x + bw, y + bh)
@@ -131,6 +134,8 @@ def render_job(job: Job, root: str, cfg: RenderConfig) -> list[dict]:
             occ_mask = draw_occluder(canvas, occ, cx - drift, ground_y, P)
             visible = lab.copy()
             visible[occ_mask > 0] = 0
+            if limbs is not None:
+                limbs[occ_mask > 0] = 0
         box = crop_box(frng, bbox, (H, W), cfg.jitter, shift, box_zoom)
         img = camera_effects(frng, apply_crop(canvas, box, (H, W), nearest=False), cam, cfg.noise)
         mask = apply_crop(visible, box, (H, W), nearest=True)
@@ -142,6 +147,9 @@ def render_job(job: Job, root: str, cfg: RenderConfig) -> list[dict]:
         kp = _keypoints(joints, box, (H, W), occ_mask)
         _write(root_p / f.path, cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality])[1])
         _write(root_p / "ground_truth" / "masks" / Path(f.path).with_suffix(".png"), cv2.imencode(".png", mask)[1])
+        if limbs is not None:
+            _write(root_p / "ground_truth" / "limbs" / Path(f.path).with_suffix(".png"),
+                   cv2.imencode(".png", apply_crop(limbs, box, (H, W), nearest=True))[1])
         rows.append({"path": f.path, "identity": job.key, **job.meta, "cam": job.cam, "frame": i + 1,
                      "view": job.view if ident is not None else "none", "crop": job.crop, "occluder": occ_kind,
                      "occluded_frac": round(frac, 4), "person_pixels": int(np.count_nonzero(mask)),
