@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
 from _common import REPO
 
 if str(REPO / "tests" / "eval") not in sys.path:

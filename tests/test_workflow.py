@@ -22,8 +22,6 @@ from _workflow import REPO, TARGET, TINY, new_workdir, set_overrides, snakemake
 from hspreid.data.frames import FrameStore
 from hspreid.partmaps import label_quality
 
-from hspreid.data.frames import FrameStore
-
 OUTPUTS = {
     "synthesize": "data/synth_tiny",
     "extract_frames": "results/synth_tiny/index.parquet",
