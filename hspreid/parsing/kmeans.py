@@ -513,10 +513,11 @@ def _best_of_seedings(xs, xss, ms, k, init, seed, n_init: int, iters: int, tol: 
 
     One k-means++ run lands in a local optimum that depends on its seeds -- on part-structured maps the
     spread over seeds is several % of the inertia, one run at a time. Choosing among a few seedings by
-    their refined inertia on a subsample (scikit-learn's MiniBatchKMeans compares its ``n_init``
-    seedings by inertia on an ``init_size`` subsample; Bradley & Fayyad 1998 refine seeds on
-    subsamples) lands in the best of those optima for a fraction of one full Lloyd pass, and the full
-    Lloyd that follows starts near convergence."""
+    their refined inertia on a subsample (scikit-learn's MiniBatchKMeans draws its ``n_init`` seedings
+    on ``init_size`` points and keeps the one with the lowest inertia on a validation subsample;
+    Bradley & Fayyad, ICML 1998, refine initial points by k-means on subsamples) lands in the best of
+    those optima for a fraction of one full Lloyd pass, and the full Lloyd then starts near
+    convergence."""
     B = xs.shape[0]
     seeds = _group_seeds(seed, B)
     best_C, best_inertia = None, None
