@@ -36,11 +36,14 @@ class KMeansOptions:
     init: Literal["kmeans++", "random", "deterministic"] = "kmeans++"
     spherical: bool = False            # cosine k-means instead of the paper's euclidean on unit vectors
     init_sample: int | None = 4096     # seeds drawn from at most this many foreground pixels (None: all)
+    n_init: int = 4                    # k-means++ seedings per identity; the best on the subsample starts Lloyd
+    init_points_per_part: int = 64     # that subsample: at most this many foreground pixels per part
     ids_per_batch: int = 64            # identities clustered together
     max_points: int | None = None      # cap on a batch's padded pixels
 
     def __post_init__(self) -> None:
-        _at_least("k-means", iters=(self.iters, 0), ids_per_batch=(self.ids_per_batch, 1))
+        _at_least("k-means", iters=(self.iters, 0), ids_per_batch=(self.ids_per_batch, 1), n_init=(self.n_init, 1),
+                  init_points_per_part=(self.init_points_per_part, 1))
         if self.init not in INITS:
             raise UserError(f"k-means: init must be one of {INITS}, got {self.init!r}")
         if self.max_points is not None:

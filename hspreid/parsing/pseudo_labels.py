@@ -13,11 +13,15 @@ For each identity, over *all* pixels of all its feature maps M (C x h x w each):
    the reference (faiss, ``spherical=False``) this is plain euclidean Lloyd on the unit vectors --
    centroids are *not* re-normalised. ``spherical=True`` switches to spherical (cosine) k-means.
    (methods.md §8 item 2 calls it "cosine k-means"; §1(a) and the paper say euclidean on
-   normalised features, which is what is done by default.) Seeding is k-means++ (scikit-learn's
-   greedy variant) on a random subsample of <= ``init_sample`` foreground pixels per identity
-   (default 4096; None = all pixels, as scikit-learn); the reference seeds faiss with random
-   points (``init="random"``). The iteration cap (``iters``, 20 as the reference) applies to the
-   full-data Lloyd iterations.
+   normalised features, which is what is done by default.) Seeding: ``n_init`` (4) k-means++
+   seedings (scikit-learn's greedy variant) per identity on one random subsample of
+   min(``init_sample``, ``init_points_per_part`` (64) x (K-1)) foreground pixels (``init_sample``
+   None: all of them), each refined there by up to 10 Lloyd iterations; the one with the lowest inertia on the subsample
+   starts the full Lloyd (:func:`~hspreid.parsing.kmeans.kmeans_fit`, ``n_init``). One seeding
+   lands in a seed-dependent local optimum (scikit-learn's ``n_init=1``); the best of four is
+   systematically lower, and the full Lloyd, started near convergence, needs fewer iterations.
+   The reference seeds faiss with random points (``init="random"``). The iteration cap
+   (``iters``, 20 as the reference) applies to the full-data Lloyd iterations.
 3. the K-1 clusters are ranked by the mean row index of their pixels over all the identity's
    images (top to bottom) and labelled 1..K-1; background is 0. Empty clusters rank last.
 
@@ -25,13 +29,14 @@ Batching: identities are bucketed by size (sorted), at most ``ids_per_batch`` (a
 ``max_points`` padded pixels) at a time; within a batch the 2-means and the k-means run in
 sub-batches whose padding is at most ~25% of the real points. Features in channels_last memory
 format (pixel-major, ``x.contiguous(memory_format=torch.channels_last)`` -- the layout the
-reference keeps, (N, h*w, C)) are gathered ~3x faster on the CPU than NCHW ones. Each identity's random stream is seeded from
-``(seed, pid)``, so labels do not depend on ``ids_per_batch``, bucketing or device (up to float
+reference keeps, (N, h*w, C)) are gathered ~3x faster on the CPU than NCHW ones. Each identity's random
+stream is seeded from ``(seed, pid)``, so labels do not depend on ``ids_per_batch``, bucketing or device (up to float
 rounding). Peak memory is that of one batch.
 
 Entry points: :func:`cascaded_part_labels` (all maps in one tensor) and :func:`label_identities`
 (streaming: chunks grouped by identity in, (rows, labels) out -- write each to zarr as it comes,
-e.g. with :func:`write_rows`).
+e.g. with :func:`~hspreid.parsing.identities.write_rows`). Options, defaults included:
+:class:`~hspreid.parsing.options.KMeansOptions`.
 """
 from __future__ import annotations
 
@@ -165,6 +170,7 @@ def _label_batch(items: list[tuple[int, torch.Tensor]], num_parts: int, opt: KMe
               "part_inertia": 0.0, "part_sizes": np.zeros(K1, np.int64), "n_iter": 0} for i in range(G)]
     out = [torch.zeros(npix[i], dtype=torch.uint8, device=device) for i in range(G)]
 
+    sample = None if opt.init_sample is None else min(opt.init_sample, opt.init_points_per_part * K1)
     order = sorted(range(G), key=lambda i: (nfg[i], i))
     limit = opt.max_points
     if device.type == "cpu":
@@ -191,7 +197,7 @@ def _label_batch(items: list[tuple[int, torch.Tensor]], num_parts: int, opt: KMe
             mask[b, :mi] = True
         seeds = [identity_seed(seed, items[i][0]) for i in ids]
         lab, _, inertia, n_iter = kmeans_fit(X, mask, K1, iters=opt.iters, init=opt.init, seed=seeds,
-                                             cosine=opt.spherical, tol=tol, init_sample=opt.init_sample,
+                                             cosine=opt.spherical, tol=tol, init_sample=sample, n_init=opt.n_init,
                                              prepared=True, xsq=xsq, workspace=ws)
         labc = lab.clamp(min=0)
         maskf = mask.float()
@@ -254,12 +260,13 @@ def cascaded_part_labels(features: torch.Tensor, pids, num_parts: int, options: 
     fg_sse (1-D 2-means SSE), part_inertia (k-means inertia on the normalised foreground
     features), part_sizes [n_ids, K-1] (pixels per part, top to bottom), n_iter.
 
-    ``options``: see :class:`~hspreid.parsing.options.KMeansOptions`. Identities are processed
-    ``ids_per_batch`` at a time (sorted by size); ``max_points`` further caps a batch's padded pixel count
-    (identities x largest identity's h*w*images). Computation runs on ``device`` (default: the features'
-    device -- CUDA features are clustered on the GPU). An identity with a single image, with fewer
-    foreground pixels than num_parts-1 or with constant features gets valid labels and a warning on the
-    ``hspreid.parsing`` logger.
+    ``options``: see :class:`~hspreid.parsing.options.KMeansOptions` (the ``n_init`` k-means++ seedings are
+    drawn and compared on at most min(init_sample, init_points_per_part x (num_parts-1)) foreground pixels
+    per identity). Identities are processed ``ids_per_batch`` at a time (sorted by size); ``max_points``
+    further caps a batch's padded pixel count (identities x largest identity's h*w*images). Computation runs
+    on ``device`` (default: the features' device -- CUDA features are clustered on the GPU). An identity with
+    a single image, with fewer foreground pixels than num_parts-1 or with constant features gets valid labels
+    and a warning on the ``hspreid.parsing`` logger.
     """
     K = check_parts(num_parts)
     pid_np, = per_map_arrays(features, "cascaded_part_labels", pids=pids)

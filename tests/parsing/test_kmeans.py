@@ -5,10 +5,17 @@ import numpy as np
 import pytest
 import torch
 from sklearn.cluster import KMeans
+from threadpoolctl import threadpool_limits
 
 from hspreid.errors import UserError
-from hspreid.parsing import batched_kmeans, kmeans_fit, kmeans_inertia, two_means_1d
+from hspreid.parsing import (KMeansOptions, batched_kmeans, cascaded_part_labels, kmeans_fit, kmeans_inertia,
+                             two_means_1d)
 from hspreid.parsing.kmeans import sse_1d
+
+# ISP's per-identity scikit-learn loop and the synthetic structures are in _isp_reference.py beside
+# this file (pytest's default "prepend" import mode puts this folder on sys.path); it is also what
+# bench/bench_kmeans.py measures against.
+from _isp_reference import evaluate, identity_maps, reference_identity
 
 
 # ------------------------------------------------------------------------------- two_means_1d
@@ -108,18 +115,20 @@ def test_matches_sklearn_with_same_init():
 
 @pytest.mark.parametrize("init", ["kmeans++", "random", "deterministic", "tensor"])
 @pytest.mark.parametrize("cosine", [False, True])
-def test_padded_groups_equal_groups_alone(init, cosine):
+@pytest.mark.parametrize("n_init", [1, 3])
+def test_padded_groups_equal_groups_alone(init, cosine, n_init):
     B, n, d, k = 5, 400, 6, 4
     x = blobs(1, B, n, d, k, spread=1.5)
     g = torch.Generator().manual_seed(1)
     mask = torch.rand(B, n, generator=g) < torch.tensor([0.9, 0.5, 0.3, 0.7, 0.05])[:, None]
     seeds = [11, 12, 13, 14, 15]
     it = torch.randn(B, k, d, generator=g) if init == "tensor" else init
-    lab, C = batched_kmeans(x, mask, k, init=it, seed=seeds, cosine=cosine, iters=30)
+    lab, C = batched_kmeans(x, mask, k, init=it, seed=seeds, cosine=cosine, iters=30, n_init=n_init, init_sample=150)
     for b in range(B):
         alone = x[b][mask[b]][None]
         it_b = it[b] if init == "tensor" else init
-        lab_b, C_b = batched_kmeans(alone, None, k, init=it_b, seed=seeds[b], cosine=cosine, iters=30)
+        lab_b, C_b = batched_kmeans(alone, None, k, init=it_b, seed=seeds[b], cosine=cosine, iters=30, n_init=n_init,
+                                    init_sample=150)
         assert torch.equal(lab[b][mask[b]], lab_b[0]), (init, b)
         assert torch.allclose(C[b], C_b[0], atol=1e-5)
 
@@ -197,6 +206,8 @@ def test_bad_arguments():
         batched_kmeans(x[0], None, 2)
     with pytest.raises(UserError):
         batched_kmeans(x, None, 2, seed=[1, 2, 3])
+    with pytest.raises(UserError):
+        batched_kmeans(x, None, 2, n_init=0)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -210,3 +221,26 @@ def test_cuda_matches_cpu():
     up_c = two_means_1d(x[..., 0], mask)
     up_g = two_means_1d(x[..., 0].cuda(), mask.cuda())
     assert torch.equal(up_c, up_g.cpu())
+
+
+# ----------------------------------------------------------------- ISP labels vs scikit-learn
+@pytest.mark.parametrize("structure", ["rows", "patches", "camera", "blend"])
+def test_part_sse_not_above_sklearn_reference(structure):
+    """The default cascaded_part_labels call clusters each identity's foreground at least as well as
+    ISP's per-identity scikit-learn loop with the same iteration cap (20): total part SSE <= 1.01x.
+    One k-means++ run per identity (the old default, and scikit-learn's) misses this on some
+    structures by several %, as its local optimum depends on the seeds."""
+    n_ids, n_img, parts = 12, 8, 7
+    maps = [identity_maps(structure, pid, n_img, parts=parts) for pid in range(n_ids)]
+    options = KMeansOptions(iters=20)                                    # the defaults: sharpened, as ISP's code
+    ours = cascaded_part_labels(torch.cat(maps), torch.arange(n_ids).repeat_interleave(n_img), parts, options)
+    ours_sse = ref_sse = 0.0
+    with threadpool_limits(1):
+        for pid, f in enumerate(maps):
+            f = f.numpy()
+            ref = evaluate(f, reference_identity(f, parts, 20, options.sharpen, 0, foreground="exact"), parts,
+                           options.sharpen)
+            own = evaluate(f, ours[pid * n_img:(pid + 1) * n_img].numpy(), parts, options.sharpen)
+            assert abs(own[2] - ref[2]) <= 0.005 * ref[2]       # the same foreground, up to float rounding
+            ours_sse, ref_sse = ours_sse + own[1], ref_sse + ref[1]
+    assert ours_sse <= 1.01 * ref_sse, (structure, ours_sse / ref_sse)
