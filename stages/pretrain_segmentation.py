@@ -83,8 +83,9 @@ def main(argv: list[str] | None = None) -> int:
             nonlocal quality
             if kept["rows"]:
                 labels, rows = np.concatenate(kept["labels"]), np.concatenate(kept["rows"])
-                masks = store.read(rows, "masks")
-                quality = segmentation_quality(labels, masks, model.num_parts, split=subset[rows])
+                truth = store.ground_truth(rows)
+                quality = segmentation_quality(labels, truth["masks"], model.num_parts, limbs=truth["limbs"],
+                                               keypoints=truth["keypoints"], split=subset[rows])
             return {"num_parts": model.num_parts, "seg_size": list(model.seg_size), "model": str(args.model_out),
                     "labels": train["labels"],
                     "frames": str(args.frames), "config": model.config, "steps": result["steps"],

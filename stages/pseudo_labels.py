@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
                 labels = np.zeros((len(all_rows), *got.shape[1:]), np.uint8)
             labels[np.searchsorted(all_rows, got_rows)] = got
         quality = None if store.masks is None else \
-            label_quality(labels, store.read(all_rows, "masks"), common.num_parts)
+            label_quality(labels, num_parts=common.num_parts, fit=store.read(all_rows, "pid") % 2 == 0,
+                          **store.ground_truth(all_rows))
         write_label_maps(args.output, [(all_rows, labels)], len(all_rows), {
             "K": common.num_parts, "round": args.round, "source_model": str(args.model), "frames": str(args.frames),
             "config_hash": config_hash({"params": params, "model": ckpt.get("config_hash")}),

@@ -415,6 +415,12 @@ class FrameStore:
             return arr[lo:hi][rows - lo]
         return np.stack([arr[int(r)] for r in rows])
 
+    def ground_truth(self, rows: np.ndarray) -> dict[str, np.ndarray | None]:
+        """What the parsing scores compare with, for ``rows``: ``masks``, ``limbs`` and ``keypoints`` (None for
+        what the data set does not have)."""
+        return {name: None if getattr(self, name) is None else self.read(rows, name)
+                for name in ("masks", "limbs", "keypoints")}
+
     def read_encoded(self, rows: np.ndarray) -> list[np.ndarray]:
         """The stored image file bytes (uint8 [b], JPEG or PNG) of each row of an ``encoded`` store, e.g. for a
         batched GPU decode of the JPEGs (``torchvision.io.decode_jpeg(..., device="cuda")``); frames that

@@ -35,15 +35,17 @@ def predict_parsing(model: ReIDModel, frames_path: str | Path, rows: np.ndarray,
 
 def predicted_parsing_quality(model: ReIDModel, frames_path: str | Path, rows: np.ndarray, *, device: torch.device,
                               max_frames: int = 2000, frames_per_batch: int = 256) -> dict | None:
-    """IoU (:func:`hspreid.partmaps.label_quality`) of the model's predicted part maps against the
-    ground-truth masks on up to ``max_frames`` of ``rows`` (evenly spread); None where the data set
-    has no masks or the model no part classifier."""
+    """Parsing scores (:func:`hspreid.partmaps.label_quality`) of the model's predicted part maps against the
+    ground truth of up to ``max_frames`` of ``rows`` (evenly spread; the key-point regression fitted on the
+    identities of even pid, measured on the others); None where the data set has no masks or the model no
+    part classifier."""
     store = FrameStore(frames_path)
     if store.masks is None or max_frames <= 0 or len(rows) == 0 or not model.predicts_parsing:
         return None
     rows = np.unique(rows[np.linspace(0, len(rows) - 1, min(len(rows), max_frames)).round().astype(int)])
     pred = predict_parsing(model, frames_path, rows, device=device, frames_per_batch=frames_per_batch)
-    quality = label_quality(pred, store.read(rows, "masks"), model.num_parts)
+    quality = label_quality(pred, num_parts=model.num_parts, fit=store.read(rows, "pid") % 2 == 0,
+                            **store.ground_truth(rows))
     log.info("predicted parsing on %d frames: mean part IoU %s, foreground IoU %s", len(rows),
              quality["mean_part_iou"], quality["foreground_iou"])
     return {"frames": int(len(rows)), **quality}

@@ -104,15 +104,38 @@ def part_iou(pred: np.ndarray, gt: np.ndarray, num_classes: int, *, match: str =
         }
 
 
-def label_quality(labels: np.ndarray, masks: np.ndarray, num_parts: int) -> dict:
-    """Summary of :func:`part_iou` (Hungarian matching) of label maps [N, h, w] against ground-truth
-    masks [N, H, W], the masks nearest-resized to the label grid; JSON-ready, rounded to 4 places."""
+def label_quality(labels: np.ndarray, masks: np.ndarray, num_parts: int, *, limbs: np.ndarray | None = None,
+                  keypoints: np.ndarray | None = None, fit: np.ndarray | None = None) -> dict:
+    """Parsing scores of label maps [N, h, w] (0 background, 1..num_parts-1 parts, as ISP's and HCGA's labels
+    and part classifiers give them) against the ground truth of their frames, at the frames' resolution (the
+    labels nearest-upsampled to the masks' H x W, so that grids of any size are scored alike); JSON-ready,
+    rounded to 4 places.
+
+    Keys: :func:`part_iou`'s Hungarian summary against the masks (``mean_part_iou``, ``foreground_iou``,
+    ``background_iou``, ``part_iou``, ``mapping``), ``many_to_one_iou`` (against the masks) and, given the
+    ground truth, ``many_to_one_iou_limbs`` (``limbs`` [N, H, W]) and ``keypoint_error`` (``keypoints``
+    [N, J, 3], fitted on the maps where ``fit``, measured on the others); ``stripes_own_foreground``: the same
+    scores for num_parts-1 stripes of the labels' own foreground, the baseline parts must beat."""
     h, w = labels.shape[1:]
-    masks = resize_nearest(masks, (h, w))
-    res = part_iou(labels, masks, num_classes=max(int(num_parts), int(masks.max(initial=0)) + 1), match="hungarian")
-    return {"mean_part_iou": _rounded(res["mean_part_iou"]), "foreground_iou": _rounded(res["foreground_iou"]),
-            "background_iou": _rounded(res["background_iou"]), "part_iou": [_rounded(v) for v in res["part_iou"]],
-            "mapping": {str(k): int(v) for k, v in res["mapping"].items()}, "ground_truth_grid": [h, w]}
+    masks = np.asarray(masks)
+    up = resize_nearest(labels, masks.shape[1:])
+
+    def scores(maps: np.ndarray) -> dict:
+        res = part_iou(maps, masks, num_classes=max(int(num_parts), int(masks.max(initial=0)) + 1),
+                       match="hungarian")
+        out = {"mean_part_iou": _rounded(res["mean_part_iou"]), "foreground_iou": _rounded(res["foreground_iou"]),
+               "background_iou": _rounded(res["background_iou"]), "part_iou": [_rounded(v) for v in res["part_iou"]],
+               "mapping": {str(k): int(v) for k, v in res["mapping"].items()},
+               "many_to_one_iou": many_to_one_iou(maps, masks)["mean"]}
+        if limbs is not None:
+            out["many_to_one_iou_limbs"] = many_to_one_iou(maps, limbs)["mean"]
+        if keypoints is not None and fit is not None:
+            out["keypoint_error"] = keypoint_error(maps, keypoints, fit, num_parts - 1)
+        return out
+
+    stripes = stripe_labels(up.shape, num_parts - 1, up > 0)
+    return {**scores(up), "grid": [h, w], "scored_at": list(masks.shape[1:]),
+            "stripes_own_foreground": scores(stripes)}
 
 
 def partition_scores(labels: np.ndarray, truth: np.ndarray, num_parts: int) -> dict[str, Any]:
@@ -238,9 +261,10 @@ def partitions(labels: np.ndarray, truth: np.ndarray, num_parts: int,
 def segmentation_quality(labels: np.ndarray, masks: np.ndarray, num_parts: int, *, limbs: np.ndarray | None = None,
                          keypoints: np.ndarray | None = None,
                          split: np.ndarray | None = None) -> dict[str, Any]:
-    """Part maps [n, h, w] (0 background, 1..num_parts) against the ground truth, beside the baselines of
-    :func:`partitions`; the ground truth (masks [n, H, W] in the five-region code with belongings, and ``limbs``
-    [n, H, W], the pieces that move rigidly) is nearest-resized to h x w.
+    """Part maps [n, h, w] (0 background, 1..num_parts) against the ground truth of their frames (masks
+    [n, H, W] in the five-region code with belongings, and ``limbs`` [n, H, W], the pieces that move rigidly),
+    beside the baselines of :func:`partitions`, at the frames' resolution (the maps nearest-upsampled to
+    H x W, so that grids of any size are scored alike).
 
     Every partition gets :func:`partition_scores` (Hungarian one-to-one against the regions, foreground IoU),
     ``many_to_one_iou`` against the regions and, with ``limbs``, ``many_to_one_iou_limbs``. Without ``split``
@@ -248,16 +272,17 @@ def segmentation_quality(labels: np.ndarray, masks: np.ndarray, num_parts: int, 
     "test") it is {name: that dict for the maps of that name}, and with ``keypoints`` [n, J, 3] (x, y
     fractions, visibility) every split but "train" also gets ``keypoint_error``: the landmark regression of
     :func:`keypoint_error` fitted on the "train" maps."""
-    labels = np.asarray(labels)
-    truth = resize_nearest(masks, labels.shape[1:])
-    limbs = None if limbs is None else resize_nearest(limbs, labels.shape[1:])
+    truth = np.asarray(masks)
+    grid = list(np.asarray(labels).shape[1:])
+    labels = resize_nearest(labels, truth.shape[1:])                    # scored at the frames' resolution
+    limbs = None if limbs is None else np.asarray(limbs)
     maps = partitions(labels, truth, num_parts, limbs)
     classes = {name: num_parts for name in maps}
     if limbs is not None:
         classes["limbs"] = max(num_parts, int(limbs.max(initial=0)))
 
     def scores(pick: np.ndarray) -> dict[str, Any]:
-        out: dict[str, Any] = {"frames": int(pick.sum()), "grid": list(labels.shape[1:])}
+        out: dict[str, Any] = {"frames": int(pick.sum()), "grid": grid, "scored_at": list(truth.shape[1:])}
         for name, parts in maps.items():
             entry = partition_scores(parts[pick], truth[pick], classes[name])
             entry["many_to_one_iou"] = many_to_one_iou(parts[pick], truth[pick])["mean"]

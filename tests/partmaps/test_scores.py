@@ -24,16 +24,19 @@ def test_partition_scores_match_parts_and_skip_absent_ground_truth_parts():
         partition_scores(pred, truth, num_parts=2)
 
 
-def test_segmentation_quality_scores_model_and_baselines_on_the_label_grid():
+def test_segmentation_quality_scores_model_and_baselines_at_the_frames_resolution():
     truth = np.zeros((3, 8, 4), np.uint8)
-    truth[:, 1:4, 1:3], truth[:, 4:7, 1:3] = 1, 2
+    truth[:, 2:4, :2], truth[:, 4:8, :2] = 1, 2
     labels = truth[:, ::2, ::2].copy()                    # a perfect model at half the resolution
     q = segmentation_quality(labels, truth, num_parts=2)
-    assert q["frames"] == 3 and q["grid"] == [4, 2]
+    assert q["frames"] == 3 and q["grid"] == [4, 2] and q["scored_at"] == [8, 4]
     assert q["model"]["mean_part_iou"] == 1.0 and q["model"]["foreground_iou"] == 1.0
+    truth[:, 1] = 1                                       # a row the half-resolution grid cannot hold
+    assert segmentation_quality(labels, truth, num_parts=2)["model"]["mean_part_iou"] < 1.0
     assert q["stripes"]["foreground_iou"] < 1.0 and q["stripes"]["mean_part_iou"] < 1.0
     assert q["stripes_gt_foreground"]["foreground_iou"] == 1.0
-    assert set(q) == {"frames", "grid", "model", "stripes", "stripes_gt_foreground", "stripes_model_foreground"}
+    assert set(q) == {"frames", "grid", "scored_at", "model", "stripes", "stripes_gt_foreground",
+                      "stripes_model_foreground"}
 
 
 def test_part_iou_hungarian_permutation_and_fixed():
@@ -128,3 +131,19 @@ def test_segmentation_quality_by_split_fits_the_key_points_on_train_and_scores_t
     assert model["mean_part_iou"] == model["many_to_one_iou"] == model["many_to_one_iou_limbs"] == 1.0
     assert model["keypoint_error"] < 0.01 < stripes["keypoint_error"]      # parts follow the person, stripes don't
     assert "keypoint_error" not in q["train"]["model"] and set(q["test"]) >= {"limbs", "stripes_gt_foreground"}
+
+
+def test_label_quality_scores_at_the_frames_resolution_beside_stripes_of_its_own_foreground():
+    from hspreid.partmaps import label_quality
+
+    truth = np.zeros((4, 8, 4), np.uint8)
+    truth[:, 0:4, 1:3], truth[:, 4:8, 1:3] = 1, 3                  # head, lower body
+    labels = np.zeros((4, 4, 2), np.uint8)
+    labels[:, 0:2, 0], labels[:, 2:4, 0] = 1, 2                   # a half-resolution parser, shifted left
+    kp = np.zeros((4, 1, 3))
+    kp[:, 0] = [0.25, 0.25, 1]
+    q = label_quality(labels, truth, 3, limbs=truth, keypoints=kp, fit=np.array([1, 1, 0, 0], bool))
+    assert q["grid"] == [4, 2] and q["scored_at"] == [8, 4]
+    assert q["foreground_iou"] == pytest.approx(1 / 3, abs=1e-4)   # 8 of 24 foreground pixels overlap
+    assert q["many_to_one_iou"] == q["many_to_one_iou_limbs"] and q["keypoint_error"] == 0.0
+    assert set(q["stripes_own_foreground"]) >= {"mean_part_iou", "many_to_one_iou", "keypoint_error"}
