@@ -6,7 +6,9 @@ This module builds fixed segmentation maps from a frame's ground-truth part mask
 module still learn, the partition does not. Comparing the held-out eq. 6 loss reached with each partition
 (bench/study_ss_hsp_pretext.py) measures what the pretext task pays for each piece of parsing:
 
-* ``ground_truth``: the ground-truth parts (the target of the parsing);
+* ``ground_truth``: the ground-truth parts (the target of the parsing: the five regions);
+* ``limbs``: the pieces the renderer moves rigidly (the store's "limbs"), what one affine motion per part
+  (eqs. 1-2) can explain;
 * ``foreground``: every ground-truth part merged into part 1 (a person / background split only);
 * ``stripes``: K horizontal stripes of the whole frame (a fixed positional layout, no background);
 * ``background``: every pixel background (one global motion for the frame).
@@ -20,7 +22,9 @@ import torch.nn.functional as F
 from hspreid.errors import UserError
 from hspreid.partmaps import stripe_labels
 
-PARTITIONS = ("ground_truth", "foreground", "stripes", "background")
+PARTITIONS = ("ground_truth", "limbs", "foreground", "stripes", "background")
+TRUTH = {"limbs": "limbs"}
+"""The store array a partition is built from (default: the masks)."""
 
 
 def partition_labels(truth: np.ndarray, num_parts: int, partition: str) -> np.ndarray:
@@ -29,9 +33,9 @@ def partition_labels(truth: np.ndarray, num_parts: int, partition: str) -> np.nd
     truth = np.asarray(truth)
     if truth.ndim != 3:
         raise UserError(f"fixed partition: expected ground-truth maps [n, h, w], got shape {truth.shape}")
-    if partition == "ground_truth":
+    if partition in ("ground_truth", "limbs"):
         if int(truth.max(initial=0)) > num_parts:
-            raise UserError(f"fixed partition ground_truth: labels go up to {int(truth.max())} > K = {num_parts}")
+            raise UserError(f"fixed partition {partition}: labels go up to {int(truth.max())} > K = {num_parts}")
         return truth.astype(np.uint8)
     if partition == "foreground":
         return (truth > 0).astype(np.uint8)

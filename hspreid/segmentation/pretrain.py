@@ -58,28 +58,29 @@ class FramePairSampler:
 
     Pairs are drawn uniformly with replacement; the draw order depends only on ``seed`` (each
     ``iter()`` starts over). ``masks``: a function of the two frames' ground-truth part maps (uint8
-    [B, H, W] each, from the store's "masks") returning fixed segmentation maps (M_t, M_{t+1}), which
+    [B, H, W] each, from the store's ``truth`` array: "masks", or "limbs" for the pieces that move rigidly)
+    returning fixed segmentation maps (M_t, M_{t+1}), which
     each batch then carries as its third element (see ``CoPartSegmenter.forward``).
     """
 
     def __init__(self, store: FrameStore | str | Path, pairs: np.ndarray, batch_size: int = 16, seed: int = 0,
-                 masks: FixedMasks | None = None):
+                 masks: FixedMasks | None = None, truth: str = "masks"):
         self.store = store if isinstance(store, FrameStore) else FrameStore(store)
         self.pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
         if len(self.pairs) == 0:
             raise UserError(f"{self.store.path}: no tracklet has two consecutive frames to pre-train the segmenter")
         if batch_size < 1:
             raise UserError(f"segmentation batch_size must be >= 1, got {batch_size}")
-        if masks is not None and self.store.masks is None:
-            raise UserError(f"{self.store.path}: fixed segmentation maps need ground-truth part masks, "
+        if masks is not None and getattr(self.store, truth, None) is None:
+            raise UserError(f"{self.store.path}: fixed segmentation maps need the ground-truth {truth!r}, "
                             f"and this frame store has none")
-        self.batch_size, self.seed, self.masks = batch_size, seed, masks
+        self.batch_size, self.seed, self.masks, self.truth = batch_size, seed, masks, truth
 
     @classmethod
     def from_index(cls, store: FrameStore | str | Path, index: pd.DataFrame, subset: str | None = "train",
                    gap: int = 1, batch_size: int = 16, seed: int = 0,
-                   masks: FixedMasks | None = None) -> "FramePairSampler":
-        return cls(store, consecutive_pairs(index, subset, gap), batch_size, seed, masks)
+                   masks: FixedMasks | None = None, truth: str = "masks") -> "FramePairSampler":
+        return cls(store, consecutive_pairs(index, subset, gap), batch_size, seed, masks, truth)
 
     def __iter__(self) -> Iterator[tuple]:
         rng = np.random.default_rng(self.seed)
@@ -90,7 +91,7 @@ class FramePairSampler:
             if self.masks is None:
                 yield frames[:, 0], frames[:, 1]
             else:
-                truth = self.store.read(rows, "masks").reshape(self.batch_size, 2, *frames.shape[-2:])
+                truth = self.store.read(rows, self.truth).reshape(self.batch_size, 2, *frames.shape[-2:])
                 yield frames[:, 0], frames[:, 1], self.masks(truth[:, 0], truth[:, 1])
 
 
@@ -182,7 +183,7 @@ def split_params(params: dict[str, Any], where: str = "segmentation") -> tuple[d
 def pretrain_from_store(store: FrameStore | str | Path, index: pd.DataFrame, model_params: dict[str, Any],
                         train: dict[str, Any], *, device: str | torch.device = "cpu", seed: int = 0,
                         checkpoint: str | Path | None = None, masks: FixedMasks | None = None,
-                        world: World = World()) -> tuple[CoPartSegmenter, dict[str, Any]]:
+                        truth: str = "masks", world: World = World()) -> tuple[CoPartSegmenter, dict[str, Any]]:
     """Build a ``CoPartSegmenter(**model_params)`` and pre-train it on the (t, t + gap) pairs of the training
     tracklets of ``store`` with the options ``train`` (see ``TRAIN_DEFAULTS``); ``masks``: fixed segmentation
     maps (see ``FramePairSampler``). Returns (model, result of ``pretrain_segmenter`` plus "pairs",
@@ -193,7 +194,7 @@ def pretrain_from_store(store: FrameStore | str | Path, index: pd.DataFrame, mod
     model = CoPartSegmenter(**model_params)
     sampler = FramePairSampler.from_index(store, index, subset="train", gap=train["gap"],
                                           batch_size=train["batch_size"], seed=rank_seed(seed, world.rank),
-                                          masks=masks)
+                                          masks=masks, truth=truth)
     per_epoch = math.ceil(len(sampler.pairs) / (train["batch_size"] * world.size))
     if train["steps"] is not None:
         steps, epochs = int(train["steps"]), None

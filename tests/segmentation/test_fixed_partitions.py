@@ -25,6 +25,7 @@ def _truth() -> np.ndarray:
 def test_partition_labels_from_ground_truth():
     truth = _truth()
     np.testing.assert_array_equal(partition_labels(truth, 3, "ground_truth"), truth)
+    np.testing.assert_array_equal(partition_labels(truth, 3, "limbs"), truth)     # fine labels pass as they are
     np.testing.assert_array_equal(partition_labels(truth, 3, "foreground"), (truth > 0).astype(np.uint8))
     stripes = partition_labels(truth, 4, "stripes")
     assert stripes.shape == truth.shape and (stripes[:, :2] == 1).all() and (stripes[:, 6:] == 4).all()
@@ -33,7 +34,7 @@ def test_partition_labels_from_ground_truth():
         partition_labels(truth, 2, "ground_truth")
     with pytest.raises(UserError, match="expected one of"):
         partition_labels(truth, 3, "stripe")
-    assert set(PARTITIONS) == {"ground_truth", "foreground", "stripes", "background"}
+    assert set(PARTITIONS) == {"ground_truth", "limbs", "foreground", "stripes", "background"}
 
 
 def test_partition_masks_are_one_hot_and_area_averaged():
