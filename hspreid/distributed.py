@@ -38,7 +38,7 @@ class World:
         """The mean of each value over the ranks (every rank gets it)."""
         if self.size == 1 or not values:
             return values
-        keys = sorted(values)
+        keys = list(values)                         # every rank holds the same keys in the same order
         t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
         if dist.get_backend() == "nccl":
             t = t.cuda()
