@@ -28,9 +28,9 @@ from hspreid.data.label_maps import write_label_maps
 from hspreid.io import Progress, log
 from hspreid.models import load_model
 from hspreid.parsing import PseudoLabelConfig, coparse_identities, label_identities, pseudo_label_config
-from hspreid.partmaps import label_quality
 from hspreid.runtime import pick_device, seed_everything
 from hspreid.stage import parse_params, run_stage, stage_parser
+
 
 def labeller(chunks, common: PseudoLabelConfig, options, seed: int, device: torch.device, on_stats):
     """(rows, labels) batches from the chosen mode's streaming labeller."""
@@ -86,9 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             if labels is None:
                 labels = np.zeros((len(all_rows), *got.shape[1:]), np.uint8)
             labels[np.searchsorted(all_rows, got_rows)] = got
-        quality = None if store.masks is None else \
-            label_quality(labels, num_parts=common.num_parts, fit=store.read(all_rows, "pid") % 2 == 0,
-                          **store.ground_truth(all_rows))
+        quality = store.label_quality(labels, all_rows, common.num_parts)
         write_label_maps(args.output, [(all_rows, labels)], len(all_rows), {
             "K": common.num_parts, "round": args.round, "source_model": str(args.model), "frames": str(args.frames),
             "config_hash": config_hash({"params": params, "model": ckpt.get("config_hash")}),

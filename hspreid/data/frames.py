@@ -52,6 +52,7 @@ import zarr
 from hspreid.errors import UserError
 from hspreid.io import Progress, atomic_dir
 from hspreid.partmaps.regions import GROUND_TRUTH_NAMES, LIMB_NAMES, LIMB_TO_GROUND_TRUTH
+from hspreid.partmaps.scores import label_quality
 
 log = logging.getLogger("hspreid.frames")
 
@@ -420,6 +421,15 @@ class FrameStore:
         what the data set does not have)."""
         return {name: None if getattr(self, name) is None else self.read(rows, name)
                 for name in ("masks", "limbs", "keypoints")}
+
+    def label_quality(self, labels: np.ndarray, rows: np.ndarray, num_parts: int) -> dict | None:
+        """:func:`~hspreid.partmaps.label_quality` of part label maps [n, h, w] of ``rows`` against this store's
+        ground truth (key points fitted on the identities of even pid, measured on the others); None where the
+        data set has no masks."""
+        if self.masks is None:
+            return None
+        return label_quality(labels, num_parts=num_parts, fit=self.read(rows, "pid") % 2 == 0,
+                             **self.ground_truth(rows))
 
     def read_encoded(self, rows: np.ndarray) -> list[np.ndarray]:
         """The stored image file bytes (uint8 [b], JPEG or PNG) of each row of an ``encoded`` store, e.g. for a

@@ -12,7 +12,7 @@ import torch
 from hspreid.data.frames import FrameStore
 from hspreid.errors import UserError
 from hspreid.models.base import ReIDModel
-from hspreid.partmaps import HEIGHT_BANDS, check_height_bands, fold_parts_by_height, label_quality
+from hspreid.partmaps import HEIGHT_BANDS, check_height_bands, fold_parts_by_height
 
 log = logging.getLogger("hspreid.parsing")
 
@@ -44,8 +44,7 @@ def predicted_parsing_quality(model: ReIDModel, frames_path: str | Path, rows: n
         return None
     rows = np.unique(rows[np.linspace(0, len(rows) - 1, min(len(rows), max_frames)).round().astype(int)])
     pred = predict_parsing(model, frames_path, rows, device=device, frames_per_batch=frames_per_batch)
-    quality = label_quality(pred, num_parts=model.num_parts, fit=store.read(rows, "pid") % 2 == 0,
-                            **store.ground_truth(rows))
+    quality = store.label_quality(pred, rows, model.num_parts)
     log.info("predicted parsing on %d frames: mean part IoU %s, foreground IoU %s", len(rows),
              quality["mean_part_iou"], quality["foreground_iou"])
     return {"frames": int(len(rows)), **quality}
