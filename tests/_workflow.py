@@ -36,6 +36,12 @@ def snakemake(workdir: Path, *args: str, timeout: float | None = None) -> str:
     return proc.stdout
 
 
+def dry_run(workdir: Path, target: str, *args: str) -> subprocess.CompletedProcess:
+    """`snakemake -n target` in `workdir`, whatever its exit status."""
+    return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
+                           str(workdir), *args, "-n", target], capture_output=True, text=True)
+
+
 def set_overrides(workdir: Path, extra: str) -> None:
     (workdir / "config/datasets/synth_tiny.yaml").write_text(TINY + extra)
 

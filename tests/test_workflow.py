@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from _workflow import REPO, TARGET, TINY, new_workdir, set_overrides, snakemake
+from _workflow import REPO, TARGET, TINY, dry_run, new_workdir, set_overrides, snakemake
 
 from hspreid.data.frames import FrameStore
 from hspreid.partmaps import label_quality
@@ -276,8 +276,7 @@ def test_ss_hsp_two_stages(tmp_path_factory):
 def test_config_mistakes_stop_a_dry_run_with_one_line(tmp_path_factory, target, edit, line):
     wd = new_workdir(tmp_path_factory)
     set_overrides(wd, edit)
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(wd),
-                           "-n", target], capture_output=True, text=True)
+    proc = dry_run(wd, target)
     assert proc.returncode != 0 and line in proc.stdout + proc.stderr, proc.stdout[-2000:] + proc.stderr[-2000:]
 
 
@@ -285,7 +284,6 @@ def test_a_missing_real_data_set_stops_a_dry_run_with_one_line(tmp_path_factory)
     """Not the catch-all rule's silent plan: the missing root, named, and where to put it."""
     wd = new_workdir(tmp_path_factory)
     shutil.copy(REPO / "config/datasets/market1501.yaml", wd / "config/datasets/market1501.yaml")
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(wd),
-                           "-n", "results/market1501/baseline/metrics.json"], capture_output=True, text=True)
+    proc = dry_run(wd, "results/market1501/baseline/metrics.json")
     line = "data/Market-1501: data set 'market1501' (market1501 layout) not found; unpack it there"
     assert proc.returncode != 0 and line in proc.stdout + proc.stderr, proc.stdout[-2000:] + proc.stderr[-2000:]

@@ -4,12 +4,10 @@ for a GPU; the metrics equal the local run's. And the real MARS target plans wit
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import local_slurm
 import pytest
-from _workflow import REPO, TARGET, new_workdir, set_overrides, snakemake
+from _workflow import REPO, TARGET, dry_run, new_workdir, set_overrides, snakemake
 
 pytestmark = pytest.mark.slurm
 
@@ -39,11 +37,6 @@ def test_tiny_dag_on_slurm_equals_the_local_run(slurm_cluster, tiny_workflow, tm
     assert on_slurm == local
 
 
-def dry_run(workdir, target: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
-                           str(workdir), *PROFILE, "-n", target], capture_output=True, text=True)
-
-
 def test_mars_target_plans_through_the_slurm_profile(tmp_path_factory):
     """`snakemake --workflow-profile profiles/slurm -n results/mars/ss_hsp/metrics.json`: without data/MARS one
     line says where to put it; with it, the SS-HSP plan of five jobs, the torch rules asking for a GPU."""
@@ -54,12 +47,12 @@ def test_mars_target_plans_through_the_slurm_profile(tmp_path_factory):
     (wd / "config/datasets/mars.yaml").write_text((REPO / "config/datasets/mars.yaml").read_text())
     target = "results/mars/ss_hsp/metrics.json"
 
-    missing = dry_run(wd, target)
+    missing = dry_run(wd, target, *PROFILE)
     assert missing.returncode != 0
     assert "data/MARS: data set 'mars' (mars layout) not found; unpack it there" in missing.stdout + missing.stderr
 
     (wd / "data/MARS").mkdir(parents=True)
-    planned = dry_run(wd, target)
+    planned = dry_run(wd, target, *PROFILE)
     assert planned.returncode == 0, planned.stdout[-3000:] + planned.stderr[-3000:]
     blocks = planned.stdout.split("\nrule ")[1:]
     resources = {b.split(":")[0]: b.split("resources: ")[1].split("\n")[0] for b in blocks}
