@@ -227,6 +227,12 @@ class Run:
             if source in SOURCES:
                 typed_config(SOURCES[source], options, f"{where}: parsing.{source}")
 
+    def check_data(self) -> None:
+        """Every data set this run reads exists (its own and, for Occluded-REID, the one it trains on), or one
+        line naming the missing root."""
+        for dataset in dict.fromkeys((self.dataset, self.train_dataset)):
+            self.catalog.root(dataset)
+
     # ------------------------------------------------------------------ files
     @property
     def train_frames(self) -> str:

@@ -101,6 +101,13 @@ def test_a_missing_real_data_set_names_where_it_must_be(catalog):
         catalog.root("market")
 
 
+def test_a_run_checks_every_data_set_it_reads(catalog):
+    catalog.run("occluded", "baseline").check_data()
+    catalog.datasets["market"]["root"] = "data/nowhere"                   # Occluded-REID trains on Market-1501
+    with pytest.raises(UserError, match="data/nowhere: data set 'market' .* not found"):
+        catalog.run("occluded", "baseline").check_data()
+
+
 def test_unknown_names_are_one_line_with_the_nearest(catalog, tmp_path):
     with pytest.raises(UserError, match=r"unknown method 'basline', .* \(did you mean 'baseline'\?\)"):
         catalog.run("synth", "basline")

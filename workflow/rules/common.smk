@@ -104,8 +104,7 @@ ablation_rows = lambda w: json.dumps(ABLATIONS[w.table], sort_keys=True, separat
 @looked_up
 def unknown_run(wildcards):
     """Input of the catch-all target (unknown_target in metrics.smk). A line naming an unknown data set or
-    method, the run's own configuration error, or a real data set's missing root (the errors that stop rank's
+    method, the run's own configuration error, or a missing data set it reads (the errors that stop rank's
     inputs, which Snakemake would otherwise swallow); nothing for a valid run, which `ruleorder` gives to rank."""
-    CATALOG.run(wildcards.dataset, wildcards.method)
-    CATALOG.root(wildcards.dataset)
+    CATALOG.run(wildcards.dataset, wildcards.method).check_data()
     return []
