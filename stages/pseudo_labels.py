@@ -80,7 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         progress = Progress(len(rows), "frames clustered")
         chunks = feature_chunks(model, store, rows, pids, camids, device, common.frames_per_batch, progress)
         fallbacks: Counter = Counter()
-        on_stats = lambda st: fallbacks.update(st.get("fallbacks") or [])  # noqa: E731
+        below: list[bool] = []               # identities whose foreground is the lower activation cluster
+
+        def on_stats(st: dict) -> None:
+            fallbacks.update(st.get("fallbacks") or [])
+            below.append(bool(st.get("fg_below_threshold", False)))
         labels = None
         for got_rows, got in labeller(chunks, common, options, args.seed, device, on_stats):
             if labels is None:
@@ -92,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             "config_hash": config_hash({"params": params, "model": ckpt.get("config_hash")}),
             "label_names": ["background"] + [f"part {k}" for k in range(1, common.num_parts)],
             "iou": quality, "mode": common.mode, "fallbacks": dict(fallbacks),
+            "identities": len(below), "foreground_below_threshold": sum(below),
             "seconds": round(time.monotonic() - t0, 2)})
         if fallbacks:
             log.warning("identities with a fallback (counted per kind): %s", dict(fallbacks))

@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             label_attrs = LabelMaps(args.part_labels).attrs
             train_rows = index.index[index["subset"] == "train"].to_numpy()
             rounds.append({"round": label_attrs.get("round"), "pseudo_label_iou": label_attrs.get("iou"),
+                           "foreground_below_threshold": label_attrs.get("foreground_below_threshold"),
                            "parsing_iou": predicted_parsing_quality(model, args.frames, train_rows, device=device)})
         upstream = FrameStore(args.frames).attrs.get("summary", {})
         save_model(args.output, model, model_cfg, dataset.num_classes, history=earlier + history,

@@ -29,23 +29,17 @@ import numpy as np
 import torch
 
 from hspreid.errors import UserError
+from hspreid.partmaps import border_ring
 
 from .identities import check_parts
 from .options import CoparseOptions
-
-
-def _ring(h: int, w: int, device: torch.device) -> torch.Tensor:
-    """bool [h, w]: the outer ring of an image (its border pixels)."""
-    r = torch.zeros(h, w, dtype=torch.bool, device=device)
-    r[0], r[-1], r[:, 0], r[:, -1] = True, True, True, True
-    return r
 
 
 def _background(lab: torch.Tensor, L: int, rule: str) -> tuple[np.ndarray, np.ndarray, float]:
     """Algorithm 1 lines 9-15: (background flags [L] by ``rule``, ring border counts [L], half of
     the identity's ring pixels)."""
     n, h, w = lab.shape
-    ring = _ring(h, w, lab.device)
+    ring = torch.from_numpy(border_ring(h, w)).to(lab.device)
     bc = torch.bincount(lab[:, ring].reshape(-1), minlength=L).cpu().numpy()
     half = 0.5 * n * int(ring.sum())
     if rule == "border_half":

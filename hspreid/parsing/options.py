@@ -15,6 +15,7 @@ from hspreid.config import typed_config
 from hspreid.errors import UserError
 
 INITS = ("kmeans++", "random", "deterministic")
+FOREGROUND_RULES = ("activation", "off_border")
 BORDER_RULES = ("reference", "border_half")
 SPLITS = ("structure", "mean")
 LAYER1_MODES = ("auto", "conv", "kernel")
@@ -32,6 +33,7 @@ class KMeansOptions:
     """ISP §3.2: cascaded k-means per identity (see :mod:`hspreid.parsing.pseudo_labels`)."""
 
     sharpen: bool = True               # activation through sigmoid(10 a - 2), the reference's ENHANCED flag
+    foreground: Literal["activation", "off_border"] = "activation"   # which 2-means cluster is the person
     iters: int = 20                    # full-data Lloyd iterations (the reference's 20)
     init: Literal["kmeans++", "random", "deterministic"] = "kmeans++"
     spherical: bool = False            # cosine k-means instead of the paper's euclidean on unit vectors
@@ -46,6 +48,8 @@ class KMeansOptions:
                   init_points_per_part=(self.init_points_per_part, 1))
         if self.init not in INITS:
             raise UserError(f"k-means: init must be one of {INITS}, got {self.init!r}")
+        if self.foreground not in FOREGROUND_RULES:
+            raise UserError(f"k-means: foreground must be one of {FOREGROUND_RULES}, got {self.foreground!r}")
         if self.max_points is not None:
             _at_least("k-means", max_points=(self.max_points, 1))
         if self.init_sample is not None:

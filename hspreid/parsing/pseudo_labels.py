@@ -7,7 +7,11 @@ For each identity, over *all* pixels of all its feature maps M (C x h x w each):
    does (its ``ENHANCED`` flag, on by default there, off for Occluded-Duke). The identity's
    activations are split by the *exact* 1-D 2-means (:func:`~hspreid.parsing.kmeans.two_means_1d`;
    the reference runs faiss Lloyd from a random start, which usually lands on the same split);
-   the cluster with the higher mean is foreground.
+   the cluster with the higher mean is foreground (``foreground="activation"``, the paper's premise that
+   the network responds more to the person). ``foreground="off_border"`` (a deviation, for backbones without
+   that premise, e.g. trained from scratch) keeps the split but flips it for each identity whose
+   higher cluster holds more than half of its images' border pixels: the foreground is the cluster that keeps
+   off the image border, the centre prior HCGA's CPLR decides its background by.
 2. parts. Foreground pixel features are L2-normalised (eq. 4) and clustered into K-1 clusters
    with :func:`~hspreid.parsing.kmeans.batched_kmeans`. As in the paper ("k-means" on D(x, y)) and
    the reference (faiss, ``spherical=False``) this is plain euclidean Lloyd on the unit vectors --
@@ -47,6 +51,7 @@ import numpy as np
 import torch
 
 from hspreid.errors import UserError
+from hspreid.partmaps import border_ring
 
 from .identities import (batched, check_parts, identity_groups, identity_seed, per_map_arrays, pixel_major,
                          sorted_rows, stats_table, stream_identities, take_rows)
@@ -143,6 +148,8 @@ def _label_batch(items: list[tuple[int, torch.Tensor]], num_parts: int, opt: KMe
     fg_idx: list = [None] * G
     thr: list = [0.0] * G
     fg_sse: list = [0.0] * G
+    below = [False] * G                                                 # the foreground is the lower cluster
+    ring = torch.from_numpy(border_ring(h, w)).to(device).view(-1)
     by_size = sorted(range(G), key=lambda i: (npix[i], i))
     for run in _sub_batches([npix[i] for i in by_size], None):          # little padding
         ids = [by_size[r] for r in run]
@@ -160,13 +167,17 @@ def _label_batch(items: list[tuple[int, torch.Tensor]], num_parts: int, opt: KMe
         sse = sse_1d(A, M, fg).tolist()
         th = th.tolist()
         for r, i in enumerate(ids):
-            fg_idx[i] = fg[r, :npix[i]].nonzero()[:, 0]
+            upper = fg[r, :npix[i]]
+            if opt.foreground == "off_border" and th[r] != float("-inf"):
+                below[i] = bool(upper.view(-1, hw)[:, ring].float().mean() > 0.5)
+            fg_idx[i] = (~upper if below[i] else upper).nonzero()[:, 0]
             thr[i], fg_sse[i] = th[r], sse[r]
         del A, M, fg
     nfg = [int(ix.numel()) for ix in fg_idx]
 
     stats = [{"pid": int(items[i][0]), "num_images": int(feats[i].shape[0]), "num_pixels": npix[i],
-              "num_foreground": nfg[i], "fg_threshold": float(thr[i]), "fg_sse": float(fg_sse[i]),
+              "num_foreground": nfg[i], "fg_threshold": float(thr[i]), "fg_below_threshold": below[i],
+              "fg_sse": float(fg_sse[i]),
               "part_inertia": 0.0, "part_sizes": np.zeros(K1, np.int64), "n_iter": 0} for i in range(G)]
     out = [torch.zeros(npix[i], dtype=torch.uint8, device=device) for i in range(G)]
 
@@ -256,7 +267,8 @@ def cascaded_part_labels(features: torch.Tensor, pids, num_parts: int, options: 
     Returns uint8 [N, h, w] on the features' device: 0 background, 1..num_parts-1 parts ordered top
     to bottom by mean row over the identity's images. With ``return_stats=True`` returns
     ``(labels, stats)``, stats a dict of per-identity arrays sorted by pid: pid, num_images,
-    num_pixels, num_foreground, fg_threshold (on the (sharpened) activation; -inf = no split),
+    num_pixels, num_foreground, fg_threshold (on the (sharpened) activation; -inf = no split), fg_below_threshold
+    (the foreground is the lower cluster: ``foreground="off_border"`` flipped the split),
     fg_sse (1-D 2-means SSE), part_inertia (k-means inertia on the normalised foreground
     features), part_sizes [n_ids, K-1] (pixels per part, top to bottom), n_iter.
 

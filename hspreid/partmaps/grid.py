@@ -1,4 +1,4 @@
-"""Label maps on a grid: nearest-neighbour resizing and horizontal-stripe partitions."""
+"""Label maps on a grid: nearest-neighbour resizing, horizontal-stripe partitions and the image border."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -21,6 +21,13 @@ def resize_nearest(maps: np.ndarray, size: Sequence[int]) -> np.ndarray:
     if len(maps) == 0:
         return np.zeros((0, h, w), maps.dtype)
     return np.stack([cv2.resize(m, (w, h), interpolation=cv2.INTER_NEAREST) for m in maps])
+
+
+def border_ring(height: int, width: int) -> np.ndarray:
+    """bool [height, width]: the outer ring of an image, its border pixels (a centre prior's background)."""
+    ring = np.zeros((int(height), int(width)), dtype=bool)
+    ring[0], ring[-1], ring[:, 0], ring[:, -1] = True, True, True, True
+    return ring
 
 
 def stripe_rows(height: int, num_parts: int | None = None, bounds: Sequence[float] | None = None) -> np.ndarray:

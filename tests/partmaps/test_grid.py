@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from hspreid.errors import UserError
-from hspreid.partmaps import resize_nearest, stripe_labels, stripe_rows
+from hspreid.partmaps import border_ring, resize_nearest, stripe_labels, stripe_rows
 
 
 def test_stripes_of_the_whole_image():
@@ -38,3 +38,9 @@ def test_resize_nearest_one_map_a_batch_and_an_empty_batch():
     assert resize_nearest(batch, (1, 2)).tolist() == [[[1, 2]], [[5, 6]]]
     assert resize_nearest(batch, (2, 2)) is batch
     assert resize_nearest(np.zeros((0, 3, 3), np.uint8), (2, 2)).shape == (0, 2, 2)
+
+
+def test_border_ring_is_the_outer_pixels_only():
+    ring = border_ring(4, 3)
+    assert ring.sum() == 2 * 3 + 2 * 2 and not ring[1:-1, 1:-1].any()
+    assert border_ring(1, 1).tolist() == [[True]]
