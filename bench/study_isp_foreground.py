@@ -10,11 +10,12 @@ every one is scored by its foreground IoU against the ground-truth person at the
 nearest-upsampled, as :func:`hspreid.partmaps.label_quality` scores labels), with its foreground share of the
 pixels beside the truth's:
 
-* ``identity``: the pipeline's split, exact 2-means per identity on the sharpened activation (the reference's
-  ``sigmoid(10 a - 2)``); ``identity_plain``: the same without sharpening (the paper's eq. 3 alone);
-* ``identity_lower``: the same split with the *lower* cluster as the foreground; ``identity_border``: the
-  cluster that keeps off the image border is the foreground (a centre prior, as HCGA's CPLR decides its
-  background), whichever its activation;
+* ``identity``: the pipeline's split (:func:`~hspreid.parsing.cascaded_part_labels`' foreground, default
+  options), exact 2-means per identity on the sharpened activation (the reference's ``sigmoid(10 a - 2)``);
+  ``identity_plain``: the same without sharpening (the paper's eq. 3 alone);
+* ``identity_lower``: the same split with the *lower* cluster as the foreground; ``identity_centre``: the
+  pipeline's ``foreground: centre`` (the lower cluster for each identity whose activation is higher on the
+  image border than inside it);
 * ``image``: 2-means per image instead of per identity;
 * ``identity_up2`` / ``identity_up4``: the activation bilinearly upsampled 2x / 4x before the identity's split;
 * ``best_identity_threshold``: for each identity the threshold on its activation with the best IoU (an upper
@@ -40,21 +41,34 @@ from pathlib import Path
 from _common import REPO, emit, runtime_line
 
 
-def activations(model, store, rows, batch: int = 256):
-    """(activation [n, h, w] float32 (eq. 3, unsharpened), classifier foreground [n, h, w] bool or None)."""
+def activations(model, store, rows, maps_of: str = "clustered", batch: int = 256):
+    """(the maps ISP clusters [n, C, h, w], activation [n, h, w] float32 (eq. 3, unsharpened), classifier foreground [n, h, w] bool or None: the
+    arg-max class is a part, and the same by probability, 1 - P_0 > 0.5). ``maps_of``: the activation of the
+    maps ISP clusters (``clustered``), of the last stage's maps M_g (``last``) or of the maps the part
+    classifier reads (``part``; the last two differ with ``part_stride: 4``)."""
     import numpy as np
     import torch
 
-    acts, fgs = [], []
+    acts, fgs, soft, clustered = [], [], [], []
     with torch.no_grad():
         for s in range(0, len(rows), batch):
             frames = torch.from_numpy(store.read(rows[s:s + batch])).permute(0, 3, 1, 2)
-            maps = model.frame_maps(frames).float()
-            norm = torch.linalg.vector_norm(maps, dim=1)
+            if hasattr(model, "stage_maps"):
+                global_maps, part_maps = model.stage_maps(frames)
+            else:
+                global_maps = part_maps = model.frame_maps(frames)
+            clustered.append(model.frame_maps(frames).float())
+            chosen = {"clustered": clustered[-1], "last": global_maps, "part": part_maps}[maps_of]
+            norm = torch.linalg.vector_norm(chosen.float(), dim=1)
             acts.append((norm / norm.flatten(1).amax(1).clamp(min=1e-12)[:, None, None]).numpy())
             if hasattr(model, "part_classifier"):
-                fgs.append((model.part_classifier(maps).argmax(1) > 0).numpy())
-    return np.concatenate(acts), (np.concatenate(fgs) if fgs else None)
+                logits = model.part_classifier(part_maps)
+                fgs.append((logits.argmax(1) > 0).numpy())
+                soft.append((logits.softmax(1)[:, 0] < 0.5).numpy())
+    maps = torch.cat(clustered)
+    if not fgs:
+        return maps, np.concatenate(acts), None, None
+    return maps, np.concatenate(acts), np.concatenate(fgs), np.concatenate(soft)
 
 
 def upsample(a, factor: int):
@@ -76,21 +90,6 @@ def split_per_group(values, groups, sharpen: bool):
     v = 1.0 / (1.0 + np.exp(-(10.0 * values - 2.0))) if sharpen else values
     for g in groups:
         out[g] = two_means_1d(torch.from_numpy(v[g].reshape(-1))).numpy().reshape(v[g].shape)
-    return out
-
-
-def border_polarity(upper, groups):
-    """Flip each identity's 2-means split where its upper cluster holds most of the image border: the foreground
-    is then the cluster that keeps off the border (a centre prior, as HCGA's CPLR picks its background)."""
-    import numpy as np
-
-    ring = np.zeros(upper.shape[1:], bool)
-    ring[0], ring[-1], ring[:, 0], ring[:, -1] = True, True, True, True
-    out = upper.copy()
-    for g in groups:
-        on_ring = upper[g][:, ring]
-        if on_ring.mean() > 0.5:
-            out[g] = ~upper[g]
     return out
 
 
@@ -149,23 +148,31 @@ def grid_ceiling(truth, grid) -> dict:
     return fg_scores(cover >= 0.5, truth)
 
 
-def study(model_path: Path, store, rows, pids) -> dict:
+def study(model_path: Path, store, rows, pids, maps_of: str = "clustered") -> dict:
     import numpy as np
 
+    import torch
+
     from hspreid.models import load_model
+    from hspreid.parsing import KMeansOptions, cascaded_part_labels
+    from hspreid.parsing.options import FOREGROUND_RULES
 
     model, _ = load_model(model_path)
     model.eval()
     truth = store.read(rows, "masks") > 0
-    a, classifier = activations(model, store, rows)
+    maps, a, classifier, soft = activations(model, store, rows, maps_of)
     groups = [np.flatnonzero(pids == p) for p in np.unique(pids)]
     images = [np.array([i]) for i in range(len(rows))]
     upper = split_per_group(a, groups, True)
+    # the foreground split does not depend on K; a model without parts (the baseline) is labelled with 6
+    pipeline = {rule: (cascaded_part_labels(maps, torch.from_numpy(np.array(pids)), model.num_parts or 6,
+                                            KMeansOptions(foreground=rule)) > 0).numpy()
+                for rule in FOREGROUND_RULES}
     res = {"model": str(model_path), "grid": list(a.shape[1:]), "frames": len(rows),
            "truth_share": round(float(truth.mean()), 4), "auc": auc(a, truth),
-           "identity": fg_scores(upper, truth),
+           "identity": fg_scores(pipeline["activation"], truth),
            "identity_lower": fg_scores(~upper, truth),
-           "identity_border": fg_scores(border_polarity(upper, groups), truth),
+           "identity_centre": fg_scores(pipeline["centre"], truth),
            "identity_plain": fg_scores(split_per_group(a, groups, False), truth),
            "image": fg_scores(split_per_group(a, images, True), truth),
            "identity_up2": fg_scores(split_per_group(upsample(a, 2), groups, True), truth),
@@ -175,6 +182,7 @@ def study(model_path: Path, store, rows, pids) -> dict:
            "grid_ceiling": grid_ceiling(truth, a.shape[1:])}
     if classifier is not None:
         res["classifier"] = fg_scores(classifier, truth)
+        res["classifier_soft"] = fg_scores(soft, truth)
     return res
 
 
@@ -184,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=Path, default=REPO / "results/synth_market/frames.zarr")
     ap.add_argument("--index", type=Path, default=REPO / "results/synth_market/index.parquet")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--maps", default="clustered", choices=["clustered", "last", "part"],
+                    help="whose activation: the maps ISP clusters, the last stage's M_g, or the part classifier's "
+                    "input (the last two differ with ISP's part_stride: 4)")
     args = ap.parse_args(argv)
 
     import numpy as np
@@ -201,9 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     if store.masks is None:
         raise SystemExit(f"{args.frames}: no ground-truth masks to score the split against")
     print(runtime_line("cpu", args.threads))
-    results = [study(m, store, rows, pids) for m in args.models]
-    keys = ["identity", "identity_lower", "identity_border", "identity_plain", "image", "identity_up2", "identity_up4", "best_identity_threshold",
-            "best_identity_threshold_lower", "classifier", "grid_ceiling"]
+    results = [study(m, store, rows, pids, args.maps) for m in args.models]
+    keys = ["identity", "identity_lower", "identity_centre", "identity_plain", "image", "identity_up2", "identity_up4", "best_identity_threshold",
+            "best_identity_threshold_lower", "classifier", "classifier_soft", "grid_ceiling"]
     print(f"{'model':24s} {'grid':5s} {'auc':>6s} " + " ".join(f"{k.replace('identity', 'id').replace('best_', 'b_').replace('_threshold', '_thr')[:15]:>15s}" for k in keys))
     for r in results:
         cells = [f"{r[k]['fg_iou']:.3f}/{r[k]['fg_share']:.2f}" if k in r else "-" for k in keys]

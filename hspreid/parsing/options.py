@@ -15,7 +15,7 @@ from hspreid.config import typed_config
 from hspreid.errors import UserError
 
 INITS = ("kmeans++", "random", "deterministic")
-FOREGROUND_RULES = ("activation", "off_border")
+FOREGROUND_RULES = ("activation", "centre")
 BORDER_RULES = ("reference", "border_half")
 SPLITS = ("structure", "mean")
 LAYER1_MODES = ("auto", "conv", "kernel")
@@ -33,7 +33,7 @@ class KMeansOptions:
     """ISP §3.2: cascaded k-means per identity (see :mod:`hspreid.parsing.pseudo_labels`)."""
 
     sharpen: bool = True               # activation through sigmoid(10 a - 2), the reference's ENHANCED flag
-    foreground: Literal["activation", "off_border"] = "activation"   # which 2-means cluster is the person
+    foreground: Literal["activation", "centre"] = "activation"   # which 2-means cluster is the person
     iters: int = 20                    # full-data Lloyd iterations (the reference's 20)
     init: Literal["kmeans++", "random", "deterministic"] = "kmeans++"
     spherical: bool = False            # cosine k-means instead of the paper's euclidean on unit vectors

@@ -8,10 +8,11 @@ For each identity, over *all* pixels of all its feature maps M (C x h x w each):
    activations are split by the *exact* 1-D 2-means (:func:`~hspreid.parsing.kmeans.two_means_1d`;
    the reference runs faiss Lloyd from a random start, which usually lands on the same split);
    the cluster with the higher mean is foreground (``foreground="activation"``, the paper's premise that
-   the network responds more to the person). ``foreground="off_border"`` (a deviation, for backbones without
-   that premise, e.g. trained from scratch) keeps the split but flips it for each identity whose
-   higher cluster holds more than half of its images' border pixels: the foreground is the cluster that keeps
-   off the image border, the centre prior HCGA's CPLR decides its background by.
+   the network responds more to the person). ``foreground="centre"`` (a deviation, for backbones without
+   that premise, e.g. trained from scratch) keeps the split but takes the lower cluster as the foreground
+   for each identity whose mean activation is higher on its images' border pixels than inside them: the
+   network responds more to the background than to the centred person (the centre prior by which HCGA's
+   CPLR picks its background).
 2. parts. Foreground pixel features are L2-normalised (eq. 4) and clustered into K-1 clusters
    with :func:`~hspreid.parsing.kmeans.batched_kmeans`. As in the paper ("k-means" on D(x, y)) and
    the reference (faiss, ``spherical=False``) this is plain euclidean Lloyd on the unit vectors --
@@ -168,8 +169,9 @@ def _label_batch(items: list[tuple[int, torch.Tensor]], num_parts: int, opt: KMe
         th = th.tolist()
         for r, i in enumerate(ids):
             upper = fg[r, :npix[i]]
-            if opt.foreground == "off_border" and th[r] != float("-inf"):
-                below[i] = bool(upper.view(-1, hw)[:, ring].float().mean() > 0.5)
+            if opt.foreground == "centre" and th[r] != float("-inf") and not bool(ring.all()):
+                a = A[r, :npix[i]].view(-1, hw)
+                below[i] = bool(a[:, ring].mean() > a[:, ~ring].mean())
             fg_idx[i] = (~upper if below[i] else upper).nonzero()[:, 0]
             thr[i], fg_sse[i] = th[r], sse[r]
         del A, M, fg
@@ -268,7 +270,7 @@ def cascaded_part_labels(features: torch.Tensor, pids, num_parts: int, options: 
     to bottom by mean row over the identity's images. With ``return_stats=True`` returns
     ``(labels, stats)``, stats a dict of per-identity arrays sorted by pid: pid, num_images,
     num_pixels, num_foreground, fg_threshold (on the (sharpened) activation; -inf = no split), fg_below_threshold
-    (the foreground is the lower cluster: ``foreground="off_border"`` flipped the split),
+    (the foreground is the lower cluster: ``foreground="centre"`` flipped the split),
     fg_sse (1-D 2-means SSE), part_inertia (k-means inertia on the normalised foreground
     features), part_sizes [n_ids, K-1] (pixels per part, top to bottom), n_iter.
 

@@ -59,3 +59,22 @@ def test_part_stride_4_parses_on_the_first_stages_grid():
     assert not any(k.startswith("high_res") for k in plain.state_dict())   # the default model is unchanged
     out["part_logits"].sum().backward()
     assert fine.high_res.fuse[0].weight.grad is not None and fine.trunk[4][0].conv1.weight.grad is not None
+
+
+def test_part_stride_4_clusters_the_fused_directions_at_the_last_stages_activation():
+    """With part_stride 4 the clustered maps point as the fused part maps do (eq. 4 clusters unit vectors) and
+    their norm is M_g's, bilinearly upsampled (eq. 3's activation)."""
+    import torch.nn.functional as F
+
+    from hspreid.models import build_model
+
+    torch.manual_seed(0)
+    fine = build_model({"name": "isp", "backbone": "resnet18", "num_parts": 5, "layer3_stride": 1,
+                        "part_stride": 4}, 3).eval()
+    frames = torch.randint(0, 255, (2, 3, 64, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        maps, part_maps = fine.stage_maps(frames)
+        clustered = fine.frame_maps(frames)
+    norm = F.interpolate(maps.norm(dim=1, keepdim=True), size=(16, 8), mode="bilinear", align_corners=False)
+    assert torch.allclose(clustered.norm(dim=1, keepdim=True), norm, rtol=1e-4, atol=1e-5)
+    assert torch.allclose(F.normalize(clustered, dim=1), F.normalize(part_maps, dim=1), atol=1e-5)

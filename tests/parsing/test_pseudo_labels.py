@@ -53,10 +53,10 @@ def test_recovers_bands_top_to_bottom(sharpen, init, spherical):
         assert r["mean_part_iou"] == 1.0
 
 
-def test_off_border_foreground_where_the_background_responds_more():
+def test_centre_foreground_where_the_background_responds_more():
     """A network that responds more to the background than to the person (as a backbone trained from scratch
-    on synth_market does): the paper's rule takes the background for the person, ``off_border`` flips the split
-    of each such identity and recovers the person and its bands; where the premise holds it changes nothing."""
+    on synth_market does): the paper's rule takes the background for the person, ``centre`` flips the split
+    of each identity whose activation is higher on the border than inside and recovers the person and its bands; where the premise holds it changes nothing."""
     f, p, truth = synth()
     person = truth > 0
     g = torch.Generator().manual_seed(1)
@@ -66,11 +66,11 @@ def test_off_border_foreground_where_the_background_responds_more():
     paper, stats = cascaded_part_labels(loud, p, K, KMeansOptions(), return_stats=True)
     assert part_iou(paper.numpy(), truth.numpy(), K, match="fixed")["foreground_iou"] < 0.2
     assert not stats["fg_below_threshold"].any()
-    lab, stats = cascaded_part_labels(loud, p, K, KMeansOptions(foreground="off_border"), return_stats=True)
+    lab, stats = cascaded_part_labels(loud, p, K, KMeansOptions(foreground="centre"), return_stats=True)
     r = part_iou(lab.numpy(), truth.numpy(), K, match="fixed")
     assert r["foreground_iou"] == 1.0 and r["mean_part_iou"] == 1.0
     assert stats["fg_below_threshold"].all()
-    quiet, stats = cascaded_part_labels(f, p, K, KMeansOptions(foreground="off_border"), return_stats=True)
+    quiet, stats = cascaded_part_labels(f, p, K, KMeansOptions(foreground="centre"), return_stats=True)
     assert torch.equal(quiet, cascaded_part_labels(f, p, K, KMeansOptions()))
     assert not stats["fg_below_threshold"].any()
 
