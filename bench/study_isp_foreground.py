@@ -15,7 +15,7 @@ pixels beside the truth's:
   ``identity_plain``: the same without sharpening (the paper's eq. 3 alone);
 * ``identity_lower``: the same split with the *lower* cluster as the foreground; ``identity_centre``: the
   pipeline's ``foreground: centre`` (the lower cluster for each identity whose activation is higher on the
-  image border than inside it);
+  image border than inside it); ``identity_centre_plain``: the same without sharpening;
 * ``image``: 2-means per image instead of per identity;
 * ``identity_up2`` / ``identity_up4``: the activation bilinearly upsampled 2x / 4x before the identity's split;
 * ``best_identity_threshold``: for each identity the threshold on its activation with the best IoU (an upper
@@ -165,15 +165,16 @@ def study(model_path: Path, store, rows, pids, maps_of: str = "clustered") -> di
     images = [np.array([i]) for i in range(len(rows))]
     upper = split_per_group(a, groups, True)
     # the foreground split does not depend on K; a model without parts (the baseline) is labelled with 6
-    pipeline = {rule: (cascaded_part_labels(maps, torch.from_numpy(np.array(pids)), model.num_parts or 6,
-                                            KMeansOptions(foreground=rule)) > 0).numpy()
-                for rule in FOREGROUND_RULES}
+    pipeline = {(rule, sharpen): (cascaded_part_labels(maps, torch.from_numpy(np.array(pids)), model.num_parts or 6,
+                                                       KMeansOptions(foreground=rule, sharpen=sharpen)) > 0).numpy()
+                for rule in FOREGROUND_RULES for sharpen in (True, False)}
     res = {"model": str(model_path), "grid": list(a.shape[1:]), "frames": len(rows),
            "truth_share": round(float(truth.mean()), 4), "auc": auc(a, truth),
-           "identity": fg_scores(pipeline["activation"], truth),
+           "identity": fg_scores(pipeline["activation", True], truth),
            "identity_lower": fg_scores(~upper, truth),
-           "identity_centre": fg_scores(pipeline["centre"], truth),
-           "identity_plain": fg_scores(split_per_group(a, groups, False), truth),
+           "identity_centre": fg_scores(pipeline["centre", True], truth),
+           "identity_plain": fg_scores(pipeline["activation", False], truth),
+           "identity_centre_plain": fg_scores(pipeline["centre", False], truth),
            "image": fg_scores(split_per_group(a, images, True), truth),
            "identity_up2": fg_scores(split_per_group(upsample(a, 2), groups, True), truth),
            "identity_up4": fg_scores(split_per_group(upsample(a, 4), groups, True), truth),
@@ -213,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.frames}: no ground-truth masks to score the split against")
     print(runtime_line("cpu", args.threads))
     results = [study(m, store, rows, pids, args.maps) for m in args.models]
-    keys = ["identity", "identity_lower", "identity_centre", "identity_plain", "image", "identity_up2", "identity_up4", "best_identity_threshold",
+    keys = ["identity", "identity_lower", "identity_centre", "identity_plain", "identity_centre_plain", "image", "identity_up2", "identity_up4", "best_identity_threshold",
             "best_identity_threshold_lower", "classifier", "classifier_soft", "grid_ceiling"]
     print(f"{'model':24s} {'grid':5s} {'auc':>6s} " + " ".join(f"{k.replace('identity', 'id').replace('best_', 'b_').replace('_threshold', '_thr')[:15]:>15s}" for k in keys))
     for r in results:
