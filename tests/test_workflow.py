@@ -165,7 +165,7 @@ overrides:
 method_overrides:
   isp:
     model: {num_parts: 4}
-    pseudo_labels: {num_parts: 4, ids_per_batch: 3}
+    pseudo_labels: {num_parts: 4, ids_per_batch: 3, foreground: centre, sharpen: false}
     rounds: {count: 2, epochs: 1, init: baseline}
   hcga:
     pseudo_labels: {min_labels: 8, max_steps: 4}
@@ -185,8 +185,10 @@ def test_isp_rounds(tmp_path_factory):
         assert group["labels"].shape[1:] == (8, 4) and int(group["labels"][...].max()) <= 3
         assert group.attrs["source_model"].endswith("baseline/model.pt" if r == 0 else "isp/round0/model.pt")
         rounds.append(group.attrs["iou"])
+        assert group.attrs["identities"] == 8 and 0 <= group.attrs["foreground_below_threshold"] <= 8
     m = json.loads((run / "isp/metrics.json").read_text())
     assert m["distance"] == "isp" and [x["round"] for x in m["rounds"]] == [0, 1]
+    assert m["rounds"][1]["foreground_below_threshold"] == group.attrs["foreground_below_threshold"]
     assert [x["pseudo_label_iou"] for x in m["rounds"]] == rounds
     frames = FrameStore(run / "frames.zarr")                                   # the IoU is the labels' own
     rows = group["rows"][...]
