@@ -1,4 +1,4 @@
-"""ISP's foreground split (§3.2, eq. 3): how well does 2-means on the activation find the person, and what holds it back?
+"""ISP's foreground split (§3.2, eq. 3): how well does 2-means on the activation find the person, and why not?
 
     python bench/study_isp_foreground.py --models results/synth_market/baseline/model.pt \
         results/synth_market/isp/round0/model.pt results/synth_market/isp/round1/model.pt \
@@ -42,10 +42,10 @@ from _common import REPO, emit, runtime_line
 
 
 def activations(model, store, rows, maps_of: str = "clustered", batch: int = 256):
-    """(the maps ISP clusters [n, C, h, w], activation [n, h, w] float32 (eq. 3, unsharpened), classifier foreground [n, h, w] bool or None: the
-    arg-max class is a part, and the same by probability, 1 - P_0 > 0.5). ``maps_of``: the activation of the
-    maps ISP clusters (``clustered``), of the last stage's maps M_g (``last``) or of the maps the part
-    classifier reads (``part``; the last two differ with ``part_stride: 4``)."""
+    """(the maps ISP clusters [n, C, h, w], activation [n, h, w] float32 (eq. 3, unsharpened), classifier
+    foreground [n, h, w] bool or None: the arg-max class is a part, and the same by probability, 1 - P_0 > 0.5).
+    ``maps_of``: the activation of the maps ISP clusters (``clustered``), of the last stage's maps M_g (``last``)
+    or of the maps the part classifier reads (``part``; the last two differ with ``part_stride: 4``)."""
     import numpy as np
     import torch
 
@@ -126,7 +126,6 @@ def best_threshold_iou(a, truth, groups, levels: int = 64) -> dict:
 
 def auc(a, truth) -> float:
     """ROC AUC of the activation (nearest-upsampled) as a score for the person's pixels (ties count half)."""
-    import numpy as np
     from scipy.stats import rankdata
 
     from hspreid.partmaps.grid import resize_nearest
@@ -150,7 +149,6 @@ def grid_ceiling(truth, grid) -> dict:
 
 def study(model_path: Path, store, rows, pids, maps_of: str = "clustered") -> dict:
     import numpy as np
-
     import torch
 
     from hspreid.models import load_model
@@ -214,9 +212,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.frames}: no ground-truth masks to score the split against")
     print(runtime_line("cpu", args.threads))
     results = [study(m, store, rows, pids, args.maps) for m in args.models]
-    keys = ["identity", "identity_lower", "identity_centre", "identity_plain", "identity_centre_plain", "image", "identity_up2", "identity_up4", "best_identity_threshold",
-            "best_identity_threshold_lower", "classifier", "classifier_soft", "grid_ceiling"]
-    print(f"{'model':24s} {'grid':5s} {'auc':>6s} " + " ".join(f"{k.replace('identity', 'id').replace('best_', 'b_').replace('_threshold', '_thr')[:15]:>15s}" for k in keys))
+    keys = ["identity", "identity_lower", "identity_centre", "identity_plain", "identity_centre_plain", "image",
+            "identity_up2", "identity_up4", "best_identity_threshold", "best_identity_threshold_lower", "classifier",
+            "classifier_soft", "grid_ceiling"]
+    short = [k.replace("identity", "id").replace("best_", "b_").replace("_threshold", "_thr")[:15] for k in keys]
+    print(f"{'model':24s} {'grid':5s} {'auc':>6s} " + " ".join(f"{k:>15s}" for k in short))
     for r in results:
         cells = [f"{r[k]['fg_iou']:.3f}/{r[k]['fg_share']:.2f}" if k in r else "-" for k in keys]
         print(f"{Path(r['model']).parent.name + '/' + Path(r['model']).name:24s} "

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             parts["last"].append(model.stage_maps(frames)[0])
     maps = {k: torch.cat(v) for k, v in parts.items()}
     activation = maps["clustered"].norm(dim=1, keepdim=True)                # M_g's, upsampled (frame_maps)
-    unit = lambda x: x / x.norm(dim=1, keepdim=True).clamp(min=1e-12)     # noqa: E731
+    unit = lambda x: x / x.norm(dim=1, keepdim=True).clamp(min=1e-12)
     up = F.interpolate(maps["last"], size=activation.shape[-2:], mode="bilinear", align_corners=False)
     options = KMeansOptions(foreground="centre", sharpen=False)
     variants = {

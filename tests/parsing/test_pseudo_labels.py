@@ -55,8 +55,9 @@ def test_recovers_bands_top_to_bottom(sharpen, init, spherical):
 
 def test_centre_foreground_where_the_background_responds_more():
     """A network that responds more to the background than to the person (as a backbone trained from scratch
-    on synth_market does): the paper's rule takes the background for the person, ``centre`` flips the split
-    of each identity whose activation is higher on the border than inside and recovers the person and its bands; where the premise holds it changes nothing."""
+    on synth_market does): the paper's rule takes the background for the person; ``centre`` flips the split of
+    each identity whose activation is higher on the border than inside, and recovers the person and its bands.
+    Where the premise holds it changes nothing."""
     f, p, truth = synth()
     person = truth > 0
     g = torch.Generator().manual_seed(1)
