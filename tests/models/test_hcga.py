@@ -48,3 +48,15 @@ def test_hcga_forward_shapes():
     out = model(torch.randint(0, 255, (2, 1, 3, 64, 32), dtype=torch.uint8))
     assert out["part_logits"].shape[1] == 4 and out["embedding"]["parts"].shape == (2, 3, 512)
     assert out["embedding"]["visible"].dtype == torch.bool and set(out["logits"]) == {"global", "foreground", "parts"}
+
+
+def test_coparsing_reads_the_part_classifiers_input_maps():
+    """With part_stride 4, co-parsing clusters the stride-4 fusion as it is (ISP's own maps carry M_g's norm)."""
+    from hspreid.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model({"name": "hcga", "backbone": "resnet18", "num_parts": 4, "layer3_stride": 1,
+                         "part_stride": 4}, 3).eval()
+    frames = torch.randint(0, 255, (2, 3, 64, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.equal(model.frame_maps(frames), model.stage_maps(frames)[1])
