@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         def on_stats(st: dict) -> None:
             fallbacks.update(st.get("fallbacks") or [])
             below.append(bool(st.get("fg_below_threshold", False)))
+
         labels = None
         for got_rows, got in labeller(chunks, common, options, args.seed, device, on_stats):
             if labels is None:
