@@ -49,19 +49,23 @@ def activations(model, store, rows, maps_of: str = "clustered", batch: int = 256
     import numpy as np
     import torch
 
+    from hspreid.models.isp import ISP
+    from hspreid.parsing import activation
+
     acts, fgs, soft, clustered = [], [], [], []
     with torch.no_grad():
         for s in range(0, len(rows), batch):
             frames = torch.from_numpy(store.read(rows[s:s + batch])).permute(0, 3, 1, 2)
-            if hasattr(model, "stage_maps"):
+            if isinstance(model, ISP):                                   # one backbone pass gives all three
                 global_maps, part_maps = model.stage_maps(frames)
+                clustered.append(model.clustered_maps(global_maps, part_maps).float())
             else:
                 global_maps = part_maps = model.frame_maps(frames)
-            clustered.append(model.frame_maps(frames).float())
+                clustered.append(global_maps.float())
             chosen = {"clustered": clustered[-1], "last": global_maps, "part": part_maps}[maps_of]
             norm = torch.linalg.vector_norm(chosen.float(), dim=1)
-            acts.append((norm / norm.flatten(1).amax(1).clamp(min=1e-12)[:, None, None]).numpy())
-            if hasattr(model, "part_classifier"):
+            acts.append(activation(norm.flatten(1), sharpen=False).view(norm.shape).numpy())
+            if isinstance(model, ISP):
                 logits = model.part_classifier(part_maps)
                 fgs.append((logits.argmax(1) > 0).numpy())
                 soft.append((logits.softmax(1)[:, 0] < 0.5).numpy())
@@ -84,10 +88,10 @@ def split_per_group(values, groups, sharpen: bool):
     import numpy as np
     import torch
 
-    from hspreid.parsing.kmeans import two_means_1d
+    from hspreid.parsing import activation, two_means_1d
 
     out = np.zeros(values.shape, bool)
-    v = 1.0 / (1.0 + np.exp(-(10.0 * values - 2.0))) if sharpen else values
+    v = activation(torch.from_numpy(values).flatten(1), sharpen).view(values.shape).numpy()
     for g in groups:
         out[g] = two_means_1d(torch.from_numpy(v[g].reshape(-1))).numpy().reshape(v[g].shape)
     return out

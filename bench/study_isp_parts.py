@@ -57,9 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     with torch.no_grad():
         for s in range(0, len(rows), 256):
             frames = torch.from_numpy(store.read(rows[s:s + 256])).permute(0, 3, 1, 2)
-            parts["clustered"].append(model.frame_maps(frames))
-            parts["layer1"].append(model.trunk[:5](model.normalize(frames)))
-            parts["last"].append(model.stage_maps(frames)[0])
+            last, fused = model.stage_maps(frames)
+            parts["clustered"].append(model.clustered_maps(last, fused))
+            parts["layer1"].append(model.trunk[:5](model.normalize(frames)))   # conv1 .. layer1 (cheap)
+            parts["last"].append(last)
     maps = {k: torch.cat(v) for k, v in parts.items()}
     activation = maps["clustered"].norm(dim=1, keepdim=True)                # M_g's, upsampled (frame_maps)
     unit = lambda x: x / x.norm(dim=1, keepdim=True).clamp(min=1e-12)

@@ -36,10 +36,10 @@ class HCGA(ISP):
             raise ValueError("gam_t must be > 1 (the paper uses 2, 3, 4)")
         self.gam_t, self.gam_test_value = gam_t, gam_test_value
 
-    def frame_maps(self, frames: torch.Tensor) -> torch.Tensor:
+    def clustered_maps(self, maps: torch.Tensor, part_maps: torch.Tensor) -> torch.Tensor:
         """The maps HCGA's co-parsing reads: the part classifier's input (with ``part_stride=4`` the stride-4 fusion
         itself; ISP's maps carry M_g's norm for its activation split, which co-parsing does not have)."""
-        return self.stage_maps(frames)[1]
+        return part_maps
 
     def pool_parts(self, maps: torch.Tensor, probs: torch.Tensor) -> dict[str, torch.Tensor]:
         parts = probs[:, 1:]

@@ -88,11 +88,15 @@ class ISP(ReIDModel):
         return maps, self.high_res(maps, low)
 
     def frame_maps(self, frames: torch.Tensor) -> torch.Tensor:
-        """The maps ISP's pseudo labels cluster: M_g, or with ``part_stride=4`` the stride-4 part maps' directions
-        (the parts are clustered on unit vectors, eq. 4) at the norm of M_g bilinearly upsampled to their grid,
-        so that eq. 3's activation is M_g's. The fused maps' own norm follows ``layer1``'s texture rather than
-        the person (synth_market, after ISP's round 0: ROC AUC 0.53 for the person against 0.70 for M_g's)."""
-        maps, part_maps = self.stage_maps(frames)
+        """The maps the pseudo labels cluster (:meth:`clustered_maps`) of frames [N, 3, H, W]."""
+        return self.clustered_maps(*self.stage_maps(frames))
+
+    def clustered_maps(self, maps: torch.Tensor, part_maps: torch.Tensor) -> torch.Tensor:
+        """The maps ISP's pseudo labels cluster, from :meth:`stage_maps`' pair: M_g, or with ``part_stride=4`` the
+        stride-4 part maps' directions (the parts are clustered on unit vectors, eq. 4) at the norm of M_g bilinearly
+        upsampled to their grid, so that eq. 3's activation is M_g's. The fused maps' own norm follows ``layer1``'s
+        texture rather than the person (synth_market, after ISP's round 0: ROC AUC 0.53 for the person against
+        0.70 for M_g's)."""
         if self.high_res is None:
             return maps
         norm = nn.functional.interpolate(torch.linalg.vector_norm(maps, dim=1, keepdim=True), size=part_maps.shape[-2:],

@@ -4,12 +4,13 @@ from .coparse import coparse_identities, coparse_part_labels
 from .identities import identity_seed, write_rows
 from .kmeans import batched_kmeans, kmeans_fit, kmeans_inertia, two_means_1d
 from .options import CoparseOptions, KMeansOptions, PseudoLabelConfig, pseudo_label_config
-from .pseudo_labels import cascaded_part_labels, label_identities
+from .pseudo_labels import activation, cascaded_part_labels, label_identities
 
 __all__ = [
     "CoparseOptions",
     "KMeansOptions",
     "PseudoLabelConfig",
+    "activation",
     "batched_kmeans",
     "cascaded_part_labels",
     "coparse_identities",

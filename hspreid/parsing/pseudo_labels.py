@@ -81,8 +81,9 @@ def _norms(f: torch.Tensor, pm: torch.Tensor | None) -> torch.Tensor:
     return out.sqrt_()
 
 
-def _activations(nrm: torch.Tensor, sharpen: bool) -> torch.Tensor:
-    """Norms [n, hw] -> eq. 3 activation (divided by the image's maximum), sharpened if asked, [n*hw]."""
+def activation(nrm: torch.Tensor, sharpen: bool) -> torch.Tensor:
+    """ISP eq. 3: per-pixel norms [n, hw] -> activation (divided by the image's maximum), through the reference's
+    ``sigmoid(10 a - 2)`` when ``sharpen``; flat [n*hw]."""
     a = nrm / nrm.amax(1, keepdim=True).clamp(min=_EPS)
     if sharpen:
         a = torch.sigmoid(10.0 * a - 2.0)
@@ -151,6 +152,7 @@ def _label_batch(items: list[tuple[int, torch.Tensor]], num_parts: int, opt: KMe
     fg_sse: list = [0.0] * G
     below = [False] * G                                                 # the foreground is the lower cluster
     ring = torch.from_numpy(border_ring(h, w)).to(device).view(-1)
+    centre = opt.foreground == "centre" and not bool(ring.all())      # a map with an inside to compare
     by_size = sorted(range(G), key=lambda i: (npix[i], i))
     for run in _sub_batches([npix[i] for i in by_size], None):          # little padding
         ids = [by_size[r] for r in run]
@@ -158,7 +160,7 @@ def _label_batch(items: list[tuple[int, torch.Tensor]], num_parts: int, opt: KMe
         A = torch.zeros(len(ids), P, dtype=torch.float32, device=device)
         M = torch.zeros(len(ids), P, dtype=torch.bool, device=device)
         for r, i in enumerate(ids):
-            A[r, :npix[i]] = _activations(norms[i], opt.sharpen)
+            A[r, :npix[i]] = activation(norms[i], opt.sharpen)
             M[r, :npix[i]] = True
         finite = torch.isfinite(A).all(1).tolist()
         if not all(finite):
@@ -169,7 +171,7 @@ def _label_batch(items: list[tuple[int, torch.Tensor]], num_parts: int, opt: KMe
         th = th.tolist()
         for r, i in enumerate(ids):
             upper = fg[r, :npix[i]]
-            if opt.foreground == "centre" and th[r] != float("-inf") and not bool(ring.all()):
+            if centre and th[r] != float("-inf"):
                 a = A[r, :npix[i]].view(-1, hw)
                 below[i] = bool(a[:, ring].mean() > a[:, ~ring].mean())
             fg_idx[i] = (~upper if below[i] else upper).nonzero()[:, 0]
