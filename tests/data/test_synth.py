@@ -172,6 +172,34 @@ def test_limb_maps_change_no_other_file(tmp_path, made):
         {k: v for k, v in plain.items() if k != "ground_truth/README.txt"}
 
 
+def test_side_view_share(tmp_path):
+    """``side_view_share`` 1 puts every walk in a side view, 0 in front or back views; both kinds appear."""
+    views = {}
+    for share in (1.0, 0.0):
+        root = tmp_path / str(share)
+        generate("mars", root, {**SMALL["mars"], "side_view_share": share}, seed=3)
+        people = pd.read_csv(root / "ground_truth" / "images.csv").query("view != 'none'")
+        views[share] = set(people["view"])
+    assert views == {1.0: {"left", "right"}, 0.0: {"front", "back"}}
+
+
+def test_gait_amplitude_scales_the_swing():
+    """The ankles' reach across the frame in a side view grows with ``gait_amplitude``; 0 stands still."""
+    from hspreid.data.synth.figure import make_pose
+    from hspreid.data.synth.identity import sample_identity
+
+    ident = sample_identity(np.random.default_rng(0), 8)
+
+    def reach(amplitude: float) -> float:
+        xs = [make_pose(ident, "right", phase, 0.0, 100.0, 100.0, amplitude).j["l_ankle"][0]
+              for phase in np.linspace(0, 2 * np.pi, 24)]
+        return float(np.ptp(xs))
+
+    assert reach(0.0) < 1e-9 < reach(1.0) < reach(1.5)
+    assert make_pose(ident, "right", 0.7, 0.0, 100.0, 100.0).j["l_ankle"].tolist() == \
+        make_pose(ident, "right", 0.7, 0.0, 100.0, 100.0, 1.0).j["l_ankle"].tolist()
+
+
 def test_rendering_processes_do_not_load_torch():
     """The generator's spawned workers import the renderer, which draws with the limb codes of
     hspreid.partmaps.regions: that must not pull in torch (~0.5 GB per process)."""
@@ -197,6 +225,10 @@ def test_bad_params(tmp_path):
         generate("mars", tmp_path / "x", {"frames_per_tracklet": [5, 2]})
     with pytest.raises(UserError, match="layout"):
         generate("duke", tmp_path / "x")
+    with pytest.raises(UserError, match=r"'side_view_share' = 1.5 must be a float in 0..1"):
+        generate("mars", tmp_path / "x", {"side_view_share": 1.5})
+    with pytest.raises(UserError, match="'gait_amplitude'"):
+        generate("mars", tmp_path / "x", {"gait_amplitude": None})
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "f").write_text("x")
     with pytest.raises(UserError, match="empty"):

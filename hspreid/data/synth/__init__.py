@@ -40,6 +40,11 @@ Parameters (``DEFAULTS[layout]`` gives the defaults; ``[lo, hi]`` ranges are inc
 * ``jitter``: detector box misalignment, as a fraction of the box (shift and scale).
 * ``noise``: multiplier of each camera's sensor-noise level (0 = none).
 * ``jpeg_quality``: JPEG quality of the images (10..100).
+* ``side_view_share``: probability that a walk is seen from the side (left or right, else front or back,
+  each half the time); ``null`` (the default) keeps each camera's dominant view 60 % of the time, which gives
+  about half side views. Only side views show the legs and arms swinging across the frame.
+* ``gait_amplitude``: multiplier of the swing of hips, knees and arms (1 = the default walk, whose hip swing
+  of +-26 degrees is already at the high end of human walking).
 """
 from __future__ import annotations
 
@@ -64,7 +69,7 @@ __all__ = ["LAYOUTS", "DEFAULTS", "generate"]
 LAYOUTS = ("mars", "market", "occluded_duke")
 
 _COMMON: dict[str, Any] = {"height": 128, "width": 64, "palette_size": 8, "jitter": 0.08, "noise": 1.0,
-                           "jpeg_quality": 90}
+                           "jpeg_quality": 90, "side_view_share": None, "gait_amplitude": 1.0}
 DEFAULTS: dict[str, dict] = {
     "mars": {"num_train_ids": 60, "num_test_ids": 60, "cameras": 6, "cams_per_id": [2, 4],
              "tracklets_per_cam": [1, 2], "frames_per_tracklet": [8, 24], "num_distractors": 20, "num_junk": 10,
@@ -84,7 +89,7 @@ _RULES: dict[str, tuple[str, float, float]] = {
     "num_distractor_ids": ("int", 0, 9000), "height": ("int", 16, 1024), "width": ("int", 8, 1024),
     "occlusion_share": ("float", 0, 1), "query_occlusion_share": ("float", 0, 1),
     "palette_size": ("int", 2, len(PALETTE)), "jitter": ("float", 0, 0.5), "noise": ("float", 0, 10),
-    "jpeg_quality": ("int", 10, 100),
+    "jpeg_quality": ("int", 10, 100), "side_view_share": ("float", 0, 1), "gait_amplitude": ("float", 0, 2.5),
 }
 
 log = logging.getLogger("hspreid.synth")
@@ -99,7 +104,7 @@ def resolve_params(layout: str, params: dict | None) -> dict:
         if key not in out:
             raise UserError(f"synth: unknown parameter {key!r} for layout {layout!r}; "
                             f"allowed: {', '.join(sorted(out))}")
-        out[key] = _check(key, value)
+        out[key] = None if value is None and DEFAULTS[layout][key] is None else _check(key, value)
     lo, hi = out["cams_per_id"]
     if hi > out["cameras"]:
         raise UserError(f"synth: cams_per_id {out['cams_per_id']} exceeds cameras={out['cameras']}")
@@ -147,7 +152,7 @@ def generate(layout: str, root: Path, params: dict | None = None, seed: int = 0,
     PLANNERS[layout](planner)
     jobs = planner.jobs
     cfg = RenderConfig(seed, p["height"], p["width"], p["jitter"], p["noise"], p["jpeg_quality"], p["palette_size"],
-                       limbs=bool(limbs))
+                       limbs=bool(limbs), gait_amplitude=p["gait_amplitude"])
     progress = Progress(sum(len(j.frames) for j in jobs), f"synth {layout}", logger=log)
     with atomic_dir(root) as tmp:
         args = [(job, str(tmp), cfg) for job in jobs]

@@ -124,8 +124,10 @@ class Pose:
         return "l" if self.d > 0 else "r"
 
 
-def make_pose(ident: Identity, view: str, phase: float, cx: float, ground_y: float, P: float) -> Pose:
-    """Place the joints for ``view`` at gait ``phase``; the lower ankle stands on ``ground_y``."""
+def make_pose(ident: Identity, view: str, phase: float, cx: float, ground_y: float, P: float,
+              amplitude: float = 1.0) -> Pose:
+    """Place the joints for ``view`` at gait ``phase``; the lower ankle stands on ``ground_y``. ``amplitude``
+    scales the hip swing, the knee's swing flexion and the arm swing (1 = the default walk)."""
     d = {"left": -1, "right": 1}.get(view, 0)
     sx = {"l": 1, "r": -1} if view == "front" else {"l": -1, "r": 1}
     b, hs = ident.build, ident.head_scale
@@ -140,9 +142,9 @@ def make_pose(ident: Identity, view: str, phase: float, cx: float, ground_y: flo
     j = {"head": np.array([sway, head_h / 2]), "neck": np.array([sway, neck_y])}
     for s, off in (("l", 0.0), ("r", np.pi)):
         psi = phase + off
-        theta = 0.45 * np.sin(psi)
-        kappa = 0.1 + 0.75 * max(0.0, np.cos(psi)) ** 2
-        alpha = -ident.arm_swing * np.sin(psi)
+        theta = 0.45 * amplitude * np.sin(psi)
+        kappa = 0.1 + 0.75 * amplitude * max(0.0, np.cos(psi)) ** 2
+        alpha = -ident.arm_swing * amplitude * np.sin(psi)
         flex = 0.15 + 0.35 * max(0.0, np.sin(-psi))
         if d:
             nx = 0.01 * P * (1 if s == "l" else -1) * d            # near/far joints slightly apart
@@ -343,9 +345,10 @@ def _bag(p: Painter, ps: Pose, ident: Identity, strap: bool, body: bool) -> None
 
 
 def draw_figure(p: Painter, ident: Identity, view: str, phase: float, cx: float, ground_y: float,
-                P: float) -> dict[str, np.ndarray]:
-    """Draw ``ident`` walking at gait ``phase`` seen from ``view``; return the joints (canvas pixels)."""
-    ps = make_pose(ident, view, phase, cx, ground_y, P)
+                P: float, amplitude: float = 1.0) -> dict[str, np.ndarray]:
+    """Draw ``ident`` walking at gait ``phase`` (``amplitude``: :func:`make_pose`) seen from ``view``; return
+    the joints (canvas pixels)."""
+    ps = make_pose(ident, view, phase, cx, ground_y, P, amplitude)
     pack, bag = ident.belongings == "backpack", ident.belongings == "bag"
     if ps.side:
         near, far = ps.near, ("r" if ps.near == "l" else "l")

@@ -53,6 +53,7 @@ class RenderConfig:
     jpeg_quality: int
     palette_size: int
     limbs: bool = True      # also write ground_truth/limbs/ (drawing them changes no image, mask or key point)
+    gait_amplitude: float = 1.0   # the person's swing of hips, knees and arms (make_pose's ``amplitude``)
 
     @property
     def canvas_hw(self) -> tuple[int, int]:
@@ -123,7 +124,8 @@ def render_job(job: Job, root: str, cfg: RenderConfig) -> list[dict]:
         joints, bbox = None, nominal
         if ident is not None:
             phase = phase0 + ident.gait_speed * f.t
-            joints = draw_figure(Painter(canvas, lab, limbs), ident, job.view, phase, cx, ground_y, fig_p)
+            joints = draw_figure(Painter(canvas, lab, limbs), ident, job.view, phase, cx, ground_y, fig_p,
+                                 cfg.gait_amplitude)
             if not tiny:
                 x, y, bw, bh = cv2.boundingRect(lab)
                 bbox = (x, y, x + bw, y + bh)
