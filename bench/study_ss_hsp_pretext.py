@@ -3,7 +3,7 @@
     python bench/study_ss_hsp_pretext.py [--frames results/synth_mars/frames.zarr]
         [--index results/synth_mars/index.parquet] [--partitions ground_truth limbs foreground stripes
         background learned] [--seeds 0] [--params '{"gap": 6, "steps": 600}'] [--eval-pairs 512] [--threads 1]
-        [--jobs 1]
+        [--jobs 1] [--motion learned] [--root data/synth_mars]
 
 The segmenter is the ss_hsp method's, as the workflow resolves it for synth_mars (config/methods/ss_hsp.yaml
 with config/datasets/synth_mars.yaml's overrides: 32 x 16, the CPU-sized widths, 300 steps); ``--params``
@@ -15,9 +15,12 @@ module learn, from eq. 6 alone (eqs. 7 and 8 and the area prior are off: they ac
 is the stage as it runs, all losses on. Then the eq. 6 loss is measured on ``--eval-pairs`` fixed pairs of
 the test tracklets, beside copying I_t as the prediction, and, as eq. 6 averages over the whole frame where
 the person may be a small share, the mean absolute error of the prediction on the person's pixels of I_{t+gap}
-alone (``person``). ``limbs`` fixes the maps to the pieces the renderer moves rigidly (the store's "limbs",
+alone (``person``), and the same on the pairs seen from the side (``side views``, the view from the data set's
+``ground_truth/images.csv``), where the limbs swing across the frame. ``limbs`` fixes the maps to the pieces the renderer moves rigidly (the store's "limbs",
 one part each, K = 14): what one affine motion per part (eqs. 1-2) can explain; ``ground_truth`` to the five
-regions.
+regions. ``--motion centroid`` fixes the parts' motion too: each part translates with its centroid in the
+fixed maps (A = I), so the table shows what the partition is worth to eq. 6 on this data, apart from how long
+the heat maps take to learn to track its parts (it does not apply to ``learned``).
 
 Reading the table: if ``limbs`` is not clearly below ``foreground``, the pretext task does not pay for
 splitting the person into its parts, and a segmenter trained on it has no reason to find them.
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 
 from _common import REPO, emit, run_worker, runtime_line
@@ -47,7 +51,7 @@ def worker(args) -> dict:
     import torch
 
     from hspreid.data.frames import FrameStore
-    from hspreid.segmentation.fixed_partitions import TRUTH, partition_labels, partition_masks
+    from hspreid.segmentation.fixed_partitions import TRUTH, centroid_shifts, partition_labels, partition_masks
     from hspreid.segmentation.losses import build_reconstruction_loss
     from hspreid.segmentation.pretrain import FramePairSampler, pretrain_from_store, split_batch, split_params
 
@@ -63,7 +67,8 @@ def worker(args) -> dict:
     k, size = model_params["num_parts"], tuple(model_params["seg_size"])
 
     def masks(truth_t: np.ndarray, truth_d: np.ndarray):
-        return tuple(partition_masks(partition_labels(t, k, args.partition), k, size) for t in (truth_t, truth_d))
+        maps = tuple(partition_masks(partition_labels(t, k, args.partition), k, size) for t in (truth_t, truth_d))
+        return maps + tuple(centroid_shifts(m) for m in maps) if args.motion == "centroid" else maps
 
     fixed_masks = masks if fixed else None
     model, result = pretrain_from_store(store, index, model_params, train, seed=args.seed, masks=fixed_masks,
@@ -74,7 +79,10 @@ def worker(args) -> dict:
     cfg = model.config
     rec = build_reconstruction_loss(cfg["reconstruction"], cfg["rec_scales"], cfg["vgg_seed"], cfg["rec_distance"])
     model.eval()
+    views = pd.read_csv(Path(args.root) / "ground_truth" / "images.csv").set_index("path")["view"]
+    side_row = views.reindex(index["path"]).isin(["left", "right"]).to_numpy()
     ours, copy, person, person_copy = [], [], [], []
+    side = np.zeros(3)                                   # side-view pairs: person error, copy's error, area
     with torch.no_grad():
         for _, batch in zip(range(max(1, args.eval_pairs // 64)), test):
             pairs = test.pairs[target_rows.integers(0, len(test.pairs), 64)]
@@ -84,23 +92,32 @@ def worker(args) -> dict:
             ours.append(float(rec(out["prediction"], driving)))
             copy.append(float(rec(source, driving)))
             area = fg.sum().clamp_min(1) * 3
-            person.append(float(((out["prediction"] - driving).abs() * fg).sum() / area))
-            person_copy.append(float(((source - driving).abs() * fg).sum() / area))
+            err, err_copy = (((x - driving).abs() * fg).sum(dim=(1, 2, 3)) for x in (out["prediction"], source))
+            person.append(float(err.sum() / area))
+            person_copy.append(float(err_copy.sum() / area))
+            on = torch.from_numpy(side_row[pairs[:, 0]])
+            side += [float(err[on].sum()), float(err_copy[on].sum()), float(fg[on].sum() * 3)]
     return {"partition": args.partition, "seed": args.seed, "rec": float(np.mean(ours)),
             "copy": float(np.mean(copy)), "person": float(np.mean(person)),
-            "person_copy": float(np.mean(person_copy)), "seconds": result["seconds"]}
+            "person_copy": float(np.mean(person_copy)), "person_side": side[0] / max(side[2], 1),
+            "person_side_copy": side[1] / max(side[2], 1), "seconds": result["seconds"]}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", default=str(REPO / "results/synth_mars/frames.zarr"))
     ap.add_argument("--index", default=str(REPO / "results/synth_mars/index.parquet"))
+    ap.add_argument("--root", default=str(REPO / "data/synth_mars"), help="the data set (ground_truth/images.csv: "
+                    "each frame's view)")
     ap.add_argument("--partitions", nargs="+", default=list(PARTITIONS), choices=PARTITIONS)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--params", default="{}", help="JSON keys over the ss_hsp segmentation block")
     ap.add_argument("--eval-pairs", type=int, default=512, help="test pairs the eq. 6 loss is measured on")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     ap.add_argument("--jobs", type=int, default=1, help="workers run at once (one per core at most)")
+    ap.add_argument("--motion", default="learned", choices=("learned", "centroid"),
+                    help="fixed partitions: the parts' shifts and affines from the U-Net's heads (learned), or "
+                         "each part translating with its centroid (centroid)")
     ap.add_argument("--worker", default=None, choices=PARTITIONS, help=argparse.SUPPRESS)
     ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -108,25 +125,28 @@ def main() -> None:
         args.partition = args.worker
         emit(worker(args))
         return
+    if args.motion == "centroid" and "learned" in args.partitions:
+        ap.error("--motion centroid fixes the motion of fixed partitions; leave 'learned' out")
     block = segmentation_block(args.params)
     print(runtime_line("cpu", args.threads))
     print(f"frames {args.frames}; segmenter at {block['seg_size']}, gap {block.get('gap', 3)}, "
-          f"{block['steps']} steps; eq. 6 on {args.eval_pairs} test pairs")
-    common = ["--frames", args.frames, "--index", args.index, "--params", args.params, "--threads",
-              str(args.threads), "--eval-pairs", str(args.eval_pairs)]
+          f"{block['steps']} steps; eq. 6 on {args.eval_pairs} test pairs; motion {args.motion}")
+    common = ["--frames", args.frames, "--index", args.index, "--root", args.root, "--params", args.params, "--threads",
+              str(args.threads), "--eval-pairs", str(args.eval_pairs), "--motion", args.motion]
     runs = [(p, s) for p in args.partitions for s in args.seeds]
     with ThreadPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(lambda r: run_worker(__file__, f"{r[0]} seed {r[1]}", "--worker", r[0], "--seed",
                                                   str(r[1]), *common), runs))
     base = {r["seed"]: r for r in rows if r["partition"] == "foreground"}
     print(f"{'partition':<13} {'seed':>4} {'eq.6 test':>9} {'/ copy':>7} {'/ foreground':>12} {'person L1':>9} "
-          f"{'/ copy':>7} {'/ foreground':>12} {'train s':>8}")
+          f"{'/ copy':>7} {'/ foreground':>12} {'side views':>10} {'/ copy':>7} {'/ foreground':>12} {'train s':>8}")
     for r in rows:
         b = base.get(r["seed"])
-        vs_rec = f"{r['rec'] / b['rec']:.3f}" if b else "-"
-        vs_person = f"{r['person'] / b['person']:.3f}" if b else "-"
-        print(f"{r['partition']:<13} {r['seed']:>4} {r['rec']:>9.4f} {r['rec'] / r['copy']:>7.3f} {vs_rec:>12} "
-              f"{r['person']:>9.4f} {r['person'] / r['person_copy']:>7.3f} {vs_person:>12} {r['seconds']:>8.0f}")
+        ratio = lambda key: f"{r[key] / b[key]:.3f}" if b else "-"  # noqa: E731
+        print(f"{r['partition']:<13} {r['seed']:>4} {r['rec']:>9.4f} {r['rec'] / r['copy']:>7.3f} {ratio('rec'):>12} "
+              f"{r['person']:>9.4f} {r['person'] / r['person_copy']:>7.3f} {ratio('person'):>12} "
+              f"{r['person_side']:>10.4f} {r['person_side'] / r['person_side_copy']:>7.3f} "
+              f"{ratio('person_side'):>12} {r['seconds']:>8.0f}")
     sys.stdout.flush()
 
 

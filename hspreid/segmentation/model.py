@@ -170,13 +170,16 @@ class CoPartSegmenter(nn.Module):
 
     # -- training --------------------------------------------------------------------------------------------
     def forward(self, source: torch.Tensor, driving: torch.Tensor,
-                masks: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, Any]:
+                masks: Sequence[torch.Tensor] | None = None) -> dict[str, Any]:
         """I_t, I_{t+1} -> prediction I'_{t+1}, both frames' segmentations, part flows (eq. 1), G_hat (eq. 2),
         O (eq. 3).
 
         ``masks`` = (M_t, M_{t+1}), float [B, K+1, h', w'], replaces the U-Net's segmentation maps (the shifts
         and affines still come from the U-Net): how well the pretext task does with a given partition, e.g.
-        the ground-truth parts (bench/study_ss_hsp_pretext.py)."""
+        the ground-truth parts (bench/study_ss_hsp_pretext.py). ``masks`` = (M_t, M_{t+1}, e_t, e_{t+1}) also
+        fixes the parts' shifts [B, K, 2] (e.g. the maps' centroids,
+        :func:`~hspreid.segmentation.fixed_partitions.centroid_shifts`), with A = I: each part translates,
+        and what the pretext task pays for a partition no longer waits for the heat maps to learn to track it."""
         if source.shape != driving.shape or source.shape[-2] % 4 or source.shape[-1] % 4:
             raise UserError(f"segmenter: source and driving frames must have one shape with H, W divisible by 4, "
                             f"got {tuple(source.shape)} and {tuple(driving.shape)}")
@@ -186,10 +189,15 @@ class CoPartSegmenter(nn.Module):
         seg_d = {k: v[b:] for k, v in both.items()}
         if masks is not None:
             want = (b, self.num_parts + 1, *self.seg_size)
-            if any(tuple(m.shape) != want for m in masks):
-                raise UserError(f"segmenter: fixed masks must be two tensors of shape {list(want)}, "
-                                f"got {[list(m.shape) for m in masks]}")
-            seg_s["masks"], seg_d["masks"] = masks
+            if len(masks) not in (2, 4) or any(tuple(m.shape) != want for m in masks[:2]) \
+                    or any(tuple(e.shape) != (b, self.num_parts, 2) for e in masks[2:]):
+                raise UserError(f"segmenter: fixed masks must be two tensors of shape {list(want)}, then optionally "
+                                f"two shifts of shape {[b, self.num_parts, 2]}, got {[list(m.shape) for m in masks]}")
+            seg_s["masks"], seg_d["masks"] = masks[:2]
+            if len(masks) == 4:
+                eye = torch.eye(2, dtype=masks[2].dtype, device=masks[2].device).expand(b, self.num_parts, 2, 2)
+                seg_s.update(shift=masks[2], affine=eye)
+                seg_d.update(shift=masks[3], affine=eye)
         grid = coordinate_grid(*self.seg_size, device=source.device, dtype=seg_s["shift"].dtype)
         flows = part_flows(seg_s["shift"], seg_s["affine"], seg_d["shift"], seg_d["affine"], grid)
         theta = None

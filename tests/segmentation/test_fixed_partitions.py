@@ -6,7 +6,7 @@ import torch
 
 from hspreid.errors import UserError
 from hspreid.segmentation import CoPartSegmenter, FramePairSampler, pretrain_segmenter
-from hspreid.segmentation.fixed_partitions import PARTITIONS, partition_labels, partition_masks
+from hspreid.segmentation.fixed_partitions import PARTITIONS, centroid_shifts, partition_labels, partition_masks
 
 TINY = {"seg_size": (16, 16), "unet_channels": 4, "predictor_channels": 8, "predictor_max_channels": 16,
         "num_res_blocks": 1, "reconstruction": "l1_ssim", "lambda_equ": 0.0, "lambda_geo": 0.0}
@@ -83,3 +83,28 @@ def test_sampler_carries_fixed_masks_and_pretraining_keeps_them(tiny_mars):
     assert (grad[:7] == 0).all() and (grad[7:] != 0).any()              # mask logits: no gradient; motion: some
     result = pretrain_segmenter(model, sampler, steps=2, log_every=1)
     assert [h["step"] for h in result["history"]] == [1, 2] and np.isfinite(result["final"]["rec"])
+
+
+def test_centroid_shifts():
+    masks = torch.zeros(1, 3, 3, 5)
+    masks[0, 1, 0, 0] = 1.0                                              # part 1: the top-left pixel
+    masks[0, 1, 2, 4] = 1.0                                              # ... and the bottom-right one
+    masks[0, 2, 2, 0] = 2.0                                              # part 2: the bottom-left pixel
+    np.testing.assert_allclose(centroid_shifts(masks)[0].numpy(), [[0.0, 0.0], [-1.0, 1.0]])
+    assert centroid_shifts(torch.zeros(1, 2, 3, 5)).abs().max() == 0     # no mass: the centre
+
+
+def test_forward_with_fixed_shifts_translates_each_part():
+    """(M_t, M_{t+1}, e_t, e_{t+1}): A = I, so part k's flow is z + e_t - e_{t+1} (eq. 1) where M_{t+1} is k."""
+    torch.manual_seed(0)
+    model = CoPartSegmenter(num_parts=2, **TINY)
+    src, drv = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
+    maps = torch.zeros(1, 3, 16, 16)
+    maps[:, 1, :8], maps[:, 2, 8:] = 1.0, 1.0                            # part 1 on top, part 2 below
+    e_t, e_d = torch.tensor([[[0.1, 0.0], [0.0, 0.0]]]), torch.tensor([[[0.0, 0.0], [0.0, 0.2]]])
+    out = model(src, drv, (maps, maps, e_t, e_d))
+    grid = torch.stack(torch.meshgrid(torch.linspace(-1, 1, 16), torch.linspace(-1, 1, 16), indexing="ij")[::-1], -1)
+    torch.testing.assert_close(out["flow"][0, :8], grid[:8] + torch.tensor([0.1, 0.0]))
+    torch.testing.assert_close(out["flow"][0, 8:], grid[8:] + torch.tensor([0.0, -0.2]))
+    with pytest.raises(UserError, match="optionally two shifts of shape"):
+        model(src, drv, (maps, maps, e_t))
