@@ -39,7 +39,7 @@ from hspreid.segmentation.motion import combine_flows, coordinate_grid, part_flo
 from hspreid.segmentation.unet import SegmentationUNet
 
 SEGMENTER_ARCH = {"num_parts": 6, "seg_size": [64, 32], "unet_channels": 32, "unet_max_channels": 1024,
-                  "temperature": 0.1, "head_kernel": 7}
+                  "temperature": 0.1, "head_kernel": 7, "part_motion": "heatmaps"}
 """The segmentation-module options the re-ID model needs (a segmenter checkpoint's config carries more)."""
 TEMPORAL = ("trb", "avg")
 
@@ -184,7 +184,8 @@ class SSHSP(ReIDModel):
         self.seg_size = tuple(arch["seg_size"])
         self.predicts_parsing = self.use_parts or self.use_motion
         self.segmenter = SegmentationUNet(arch["num_parts"], arch["unet_channels"], arch["unet_max_channels"],
-                                          arch["temperature"], head_kernel=arch["head_kernel"]) \
+                                          arch["temperature"], head_kernel=arch["head_kernel"],
+                                          part_motion=arch["part_motion"]) \
             if self.predicts_parsing else None
         groups = ["global"]
         k1 = arch["num_parts"] + 1                                   # K parts + the foreground

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from hspreid.errors import UserError
 from hspreid.partmaps import stripe_labels
-from hspreid.segmentation.motion import coordinate_grid
+from hspreid.segmentation.motion import part_centres
 
 PARTITIONS = ("ground_truth", "limbs", "foreground", "stripes", "background")
 TRUTH = {"limbs": "limbs"}
@@ -61,7 +61,4 @@ def partition_masks(labels: np.ndarray | torch.Tensor, num_parts: int, size: tup
 def centroid_shifts(masks: torch.Tensor) -> torch.Tensor:
     """Segmentation maps [B, K+1, h, w] -> each part's centroid [B, K, 2] as (x, y) on the [-1, 1] grid of
     :func:`~hspreid.segmentation.motion.coordinate_grid` (the frame's centre for a part with no mass)."""
-    parts = masks[:, 1:]
-    grid = coordinate_grid(*parts.shape[-2:], device=parts.device, dtype=parts.dtype)
-    mass = parts.sum(dim=(2, 3))
-    return torch.einsum("bkhw,hwc->bkc", parts, grid) / mass.clamp_min(1e-6)[..., None]
+    return part_centres(masks)[1]

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hspreid.errors import UserError
-from hspreid.segmentation.motion import coordinate_grid, inverse_2x2
+from hspreid.segmentation.motion import coordinate_grid, inverse_2x2, part_centres, part_grid
 
 SUBSTITUTES = ("vgg_random", "l1_ssim")
 # vgg19.features slices ending at relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 (as in MCS/FOMM)
@@ -269,21 +269,6 @@ def equivariance_loss(seg: dict[str, torch.Tensor], seg_hat: dict[str, torch.Ten
 # eq. 8: geometric concentration
 # ----------------------------------------------------------------------------------------------------
 
-def _concentration_grid(h: int, w: int, isotropic: bool, device, dtype) -> torch.Tensor:
-    grid = coordinate_grid(h, w, device=device, dtype=dtype)
-    if isotropic and h > 1 and w > 1:                  # one unit per pixel along x and y: half the height
-        grid = grid * torch.tensor([(w - 1) / (h - 1), 1.0], device=device, dtype=dtype)
-    return grid
-
-
-def part_centres(masks: torch.Tensor, eps: float = 1e-8, isotropic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each part's spatial pdf M^k / z^k [B, K, h, w] and centroid (c_x, c_y) [B, K, 2] (parts = channels 1..K)."""
-    parts = masks[:, 1:]
-    pdf = parts / parts.sum(dim=(2, 3), keepdim=True).clamp_min(eps)
-    grid = _concentration_grid(*masks.shape[-2:], isotropic, masks.device, masks.dtype)
-    return pdf, torch.einsum("bkhw,hwc->bkc", pdf, grid)
-
-
 def concentration_loss(masks: torch.Tensor, isotropic: bool = False, mass_weighted: bool = False) -> torch.Tensor:
     """SS-HSP eq. 8 (SCOPS): sum_k sum_z ||z - c^k||^2 M^k(z) / z^k, averaged over samples.
 
@@ -299,7 +284,7 @@ def concentration_loss(masks: torch.Tensor, isotropic: bool = False, mass_weight
     weighted, the gradient scales as 1 / mean_j z^j for every part.
     """
     pdf, centre = part_centres(masks, isotropic=isotropic)
-    grid = _concentration_grid(*masks.shape[-2:], isotropic, masks.device, masks.dtype)
+    grid = part_grid(*masks.shape[-2:], isotropic, masks.device, masks.dtype)
     sq = (grid[None, None] - centre[:, :, None, None, :]).pow(2).sum(-1)     # [B, K, h, w]
     per_part = (pdf * sq).sum(dim=(2, 3))                                     # [B, K]
     if mass_weighted:

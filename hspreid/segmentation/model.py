@@ -106,7 +106,8 @@ class CoPartSegmenter(nn.Module):
     parameters and state dict (it is frozen and rebuilt from the config). ``background_motion``: "static"
     (the paper's G^{K+1} = z) or "affine" (:class:`BackgroundMotion`, training only: segmentation and the
     U-Net's state, which the re-ID model loads, are the same either way); ``geo_isotropic``: eq. 8 on the
-    pixel grid (see the module docstring).
+    pixel grid (see the module docstring); ``part_motion``: "heatmaps" (the paper) or "masks" (each part's
+    shift is its own centroid; :mod:`hspreid.segmentation.unet`).
     """
 
     def __init__(self, num_parts: int = 6, seg_size: Sequence[int] = (64, 32), unet_channels: int = 32,
@@ -118,7 +119,8 @@ class CoPartSegmenter(nn.Module):
                  sigma_affine: float = 0.05, sigma_tps: float = 0.005, points_tps: int = 5,
                  color_jitter: float = 0.1, detach_visibility_target: bool = True,
                  background_motion: str = "static", background_channels: int = 16, geo_isotropic: bool = False,
-                 geo_mass_weighted: bool = False, lambda_area: float = 0.0, min_part_area: float = 0.02):
+                 geo_mass_weighted: bool = False, lambda_area: float = 0.0, min_part_area: float = 0.02,
+                 part_motion: str = "heatmaps"):
         params = dict(locals())                                         # the constructor arguments, for checkpoints
         params.pop("self")
         params.pop("__class__", None)
@@ -139,7 +141,8 @@ class CoPartSegmenter(nn.Module):
         if background_motion not in BACKGROUND_MOTIONS:
             raise UserError(f"segmenter background_motion: expected one of {list(BACKGROUND_MOTIONS)}, "
                             f"got {background_motion!r}")
-        self.unet = SegmentationUNet(num_parts, unet_channels, unet_max_channels, temperature, head_kernel=head_kernel)
+        self.unet = SegmentationUNet(num_parts, unet_channels, unet_max_channels, temperature, head_kernel=head_kernel,
+                                     part_motion=part_motion)
         self.predictor = FramePredictor(predictor_channels, predictor_max_channels, 2, num_res_blocks)
         self.background = BackgroundMotion(background_channels) if background_motion == "affine" else None
         rec = build_reconstruction_loss(reconstruction, rec_scales, vgg_seed, rec_distance) if lambda_rec > 0 else None

@@ -92,3 +92,21 @@ def warp(x: torch.Tensor, flow: torch.Tensor, padding_mode: str = "zeros") -> to
     """Back-warping f_w of SS-HSP eq. 3: out(z) = x(flow(z)); x [B, C, H, W], flow [B, h, w, 2] resized to H x W."""
     flow = resize_flow(flow, tuple(x.shape[-2:]))
     return F.grid_sample(x, flow.to(x.dtype), mode="bilinear", padding_mode=padding_mode, align_corners=True)
+
+
+def part_grid(h: int, w: int, isotropic: bool = False, device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """:func:`coordinate_grid`, or with ``isotropic`` one unit per pixel along x and y (eq. 8's pixel grid,
+    scaled so that the height spans [-1, 1])."""
+    grid = coordinate_grid(h, w, device=device, dtype=dtype)
+    if isotropic and h > 1 and w > 1:                  # one unit per pixel along x and y: half the height
+        grid = grid * torch.tensor([(w - 1) / (h - 1), 1.0], device=device, dtype=dtype)
+    return grid
+
+
+def part_centres(masks: torch.Tensor, eps: float = 1e-8, isotropic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each part's spatial pdf M^k / z^k [B, K, h, w] (eq. 8) and centroid (c_x, c_y) [B, K, 2] (parts = channels
+    1..K of masks [B, K+1, h, w]; a part with no mass: pdf 0, centroid the frame's centre)."""
+    parts = masks[:, 1:]
+    pdf = parts / parts.sum(dim=(2, 3), keepdim=True).clamp_min(eps)
+    grid = part_grid(*masks.shape[-2:], isotropic, masks.device, masks.dtype)
+    return pdf, torch.einsum("bkhw,hwc->bkc", pdf, grid)

@@ -80,6 +80,26 @@ def test_loss_terms_switch_off_with_zero_weight():
     assert torch.equal(terms["total"], terms["geo"]) and float(terms["geo"].detach()) > 0
 
 
+def test_unet_part_motion_from_masks():
+    """part_motion="masks": e^k is part k's centroid and A^k the affine maps averaged over M^k / z^k."""
+    net = SegmentationUNet(num_parts=1, base_channels=4, part_motion="masks")
+    net.hourglass = lambda x: x
+    net.head = torch.nn.Conv2d(7, 7, 1, bias=False)
+    with torch.no_grad():
+        net.head.weight.copy_(torch.eye(7).view(7, 7, 1, 1))
+    s = torch.zeros(1, 7, 8, 4)
+    s[0, 0] = 30.0                                                       # background everywhere ...
+    s[0, 1, 6:8, 0:2] = 60.0                                             # ... but part 1 in a 2 x 2 block
+    s[0, 2, 0, 0] = 50.0                                                 # a heat-map peak elsewhere: unused
+    s[0, 3:] = torch.tensor([1.0, 0.0, 0.0, 1.0]).view(4, 1, 1)
+    s[0, 4, 6:8, 0:2] = 0.5                                              # a shear inside the part
+    out = net(s)
+    assert torch.allclose(out["shift"][0, 0], torch.tensor([-1 + 1 / 3, -1 + 13 / 7]), atol=1e-4)
+    assert torch.allclose(out["affine"][0, 0], torch.tensor([[1.0, 0.5], [0.0, 1.0]]), atol=1e-4)
+    with pytest.raises(UserError, match="part_motion"):
+        SegmentationUNet(num_parts=1, part_motion="centroid")
+
+
 def test_config_errors():
     with pytest.raises(UserError, match="seg_size"):
         CoPartSegmenter(num_parts=2, **{**TINY, "seg_size": (30, 16)})
