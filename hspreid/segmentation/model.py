@@ -70,6 +70,17 @@ def resize_frames(frames: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 BACKGROUND_MOTIONS = ("static", "affine")
 
 
+def merged_motion(seg: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The K parts of one frame's segmentation as one part: masks [B, 2, h, w] (background, union), and the
+    parts' shifts and affines averaged with weights z^k / sum_j z^j (each part's mass) -> [B, 1, 2], [B, 1, 2, 2]."""
+    masks = seg["masks"]
+    mass = masks[:, 1:].sum(dim=(2, 3))
+    weight = mass / mass.sum(dim=1, keepdim=True).clamp_min(1e-8)                                # [B, K]
+    return {"masks": torch.cat([masks[:, :1], masks[:, 1:].sum(dim=1, keepdim=True)], dim=1),
+            "shift": torch.einsum("bk,bkc->bc", weight, seg["shift"])[:, None],
+            "affine": torch.einsum("bk,bkij->bij", weight, seg["affine"])[:, None]}
+
+
 class BackgroundMotion(nn.Module):
     """Global affine motion of the background from I_{t+1} to I_t, predicted from the pair (as the background
     motion predictor of Zhao & Zhang's thin-plate spline motion model, CVPR 2022, here a small CNN):
@@ -173,7 +184,7 @@ class CoPartSegmenter(nn.Module):
 
     # -- training --------------------------------------------------------------------------------------------
     def forward(self, source: torch.Tensor, driving: torch.Tensor,
-                masks: Sequence[torch.Tensor] | None = None) -> dict[str, Any]:
+                masks: Sequence[torch.Tensor] | None = None, merge_parts: bool = False) -> dict[str, Any]:
         """I_t, I_{t+1} -> prediction I'_{t+1}, both frames' segmentations, part flows (eq. 1), G_hat (eq. 2),
         O (eq. 3).
 
@@ -182,7 +193,9 @@ class CoPartSegmenter(nn.Module):
         the ground-truth parts (bench/study_ss_hsp_pretext.py). ``masks`` = (M_t, M_{t+1}, e_t, e_{t+1}) also
         fixes the parts' shifts [B, K, 2] (e.g. the maps' centroids,
         :func:`~hspreid.segmentation.fixed_partitions.centroid_shifts`), with A = I: each part translates,
-        and what the pretext task pays for a partition no longer waits for the heat maps to learn to track it."""
+        and what the pretext task pays for a partition no longer waits for the heat maps to learn to track it.
+        ``merge_parts``: the K parts move as one (their union, with the mass-weighted mean of their shifts and
+        affines: the union's centroid under ``part_motion="masks"``), the pre-training's ``part_warmup``."""
         if source.shape != driving.shape or source.shape[-2] % 4 or source.shape[-1] % 4:
             raise UserError(f"segmenter: source and driving frames must have one shape with H, W divisible by 4, "
                             f"got {tuple(source.shape)} and {tuple(driving.shape)}")
@@ -202,11 +215,12 @@ class CoPartSegmenter(nn.Module):
                 seg_s.update(shift=masks[2], affine=eye)
                 seg_d.update(shift=masks[3], affine=eye)
         grid = coordinate_grid(*self.seg_size, device=source.device, dtype=seg_s["shift"].dtype)
-        flows = part_flows(seg_s["shift"], seg_s["affine"], seg_d["shift"], seg_d["affine"], grid)
+        motion_s, motion_d = (merged_motion(seg) if merge_parts else seg for seg in (seg_s, seg_d))
+        flows = part_flows(motion_s["shift"], motion_s["affine"], motion_d["shift"], motion_d["affine"], grid)
         theta = None
         if self.background is not None:                               # the background's own global motion
             theta = self.background(self.to_seg_size(source), self.to_seg_size(driving))
-        flow = combine_flows(flows, seg_d["masks"], grid, None if theta is None else affine_flow(theta, grid))
+        flow = combine_flows(flows, motion_d["masks"], grid, None if theta is None else affine_flow(theta, grid))
         visibility = background_visibility(seg_s["masks"], seg_d["masks"], self.config["detach_visibility_target"])
         prediction = self.predictor(source, flow, visibility)
         with torch.no_grad():

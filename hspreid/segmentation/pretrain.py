@@ -135,6 +135,7 @@ class SegmenterTraining:
     log_every: int = 50             # steps between progress lines
     checkpoint_every: int | None = None  # steps between intermediate checkpoints (null: only the final one)
     geo_warmup: float = 0.0         # fraction of the steps over which lambda_geo ramps up from 0
+    part_warmup: float = 0.0        # fraction of the steps during which the K parts move as one (their union)
     labels: Literal["argmax", "foreground"] = "argmax"   # part maps: argmax | foreground (parts > background first)
     infer_batch_size: int = 256     # frames per batch when segmenting the store
     quality_frames: int = 4000      # about this many frames are scored against ground-truth masks (0: none)
@@ -207,7 +208,7 @@ def pretrain_from_store(store: FrameStore | str | Path, index: pd.DataFrame, mod
                                 lr_step=lr_step, lr_gamma=train["lr_gamma"], device=device, seed=seed,
                                 log_every=train["log_every"], checkpoint=checkpoint,
                                 checkpoint_every=train["checkpoint_every"], geo_warmup=train["geo_warmup"],
-                                world=world)
+                                part_warmup=train["part_warmup"], world=world)
     result.update(pairs=int(len(sampler.pairs)), epochs=epochs,
                   pairs_per_s=steps * train["batch_size"] * world.size / max(result["seconds"], 1e-9))
     return model, result
@@ -222,8 +223,8 @@ class _StepLoss(torch.nn.Module):
         self.model = model
 
     def forward(self, source: torch.Tensor, driving: torch.Tensor, fixed: Any, generator: torch.Generator,
-                scale: dict[str, float] | None) -> dict[str, torch.Tensor]:
-        return self.model.loss(self.model(source, driving, fixed), source, driving, generator, scale)
+                scale: dict[str, float] | None, merge_parts: bool = False) -> dict[str, torch.Tensor]:
+        return self.model.loss(self.model(source, driving, fixed, merge_parts), source, driving, generator, scale)
 
 
 def rank_seed(seed: int, rank: int) -> int:
@@ -236,7 +237,7 @@ def pretrain_segmenter(model: CoPartSegmenter, pairs: Iterable[Sequence[torch.Te
                        betas: tuple[float, float] = (0.9, 0.999), lr_step: int | None = None, lr_gamma: float = 0.1,
                        device: str | torch.device = "cpu", seed: int = 0, log_every: int = 50,
                        checkpoint: str | Path | None = None, checkpoint_every: int | None = None,
-                       geo_warmup: float = 0.0, world: World = World()) -> dict[str, Any]:
+                       geo_warmup: float = 0.0, part_warmup: float = 0.0, world: World = World()) -> dict[str, Any]:
     """Train ``model`` on batches ``(I_t, I_{t+1})`` (or ``(I_t, I_{t+1}, (M_t, M_{t+1}))`` with fixed
     segmentation maps, see ``FramePairSampler``) from ``pairs`` for ``steps`` optimiser steps (or ``epochs``
     passes over a finite loader with ``len``). Adam with the paper's lr 3e-4 and weight decay 5e-4; the lr is
@@ -244,7 +245,10 @@ def pretrain_segmenter(model: CoPartSegmenter, pairs: Iterable[Sequence[torch.Te
 
     Logs the mean loss terms every ``log_every`` steps and saves ``checkpoint`` every ``checkpoint_every``
     steps and at the end. ``geo_warmup`` (a fraction of ``steps``) ramps lambda_geo linearly from 0 to its value
-    over the first steps, so that parts learn to move before they are pulled together. The equivariance
+    over the first steps, so that parts learn to move before they are pulled together. During the first
+    ``part_warmup`` (a fraction of ``steps``) the K parts move as one (``CoPartSegmenter.forward``'s
+    ``merge_parts``): the maps learn where the person is, whose motion eq. 6 pays for most, before the parts
+    split it (with K separate motions from the start they lose their mass to the background). The equivariance
     transforms are drawn from a generator seeded with ``seed``; batches come in ``pairs``' own (seeded) order.
     Returns {"history": [per-log-window means], "steps", "seconds", "final": last window}.
 
@@ -258,9 +262,10 @@ def pretrain_segmenter(model: CoPartSegmenter, pairs: Iterable[Sequence[torch.Te
         steps = epochs * len(pairs)  # type: ignore[arg-type]
     if steps is None or steps < 1:
         raise UserError(f"segmentation pre-training: steps must be >= 1, got {steps}")
-    if not 0 <= geo_warmup <= 1:
-        raise UserError(f"segmentation geo_warmup: expected a fraction of the steps in [0, 1], got {geo_warmup}")
-    warm_steps = geo_warmup * steps
+    for key, value in (("geo_warmup", geo_warmup), ("part_warmup", part_warmup)):
+        if not 0 <= value <= 1:
+            raise UserError(f"segmentation {key}: expected a fraction of the steps in [0, 1], got {value}")
+    warm_steps, merged_steps = geo_warmup * steps, part_warmup * steps
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(rank_seed(seed, world.rank))
     model.to(device).train()
@@ -274,7 +279,7 @@ def pretrain_segmenter(model: CoPartSegmenter, pairs: Iterable[Sequence[torch.Te
     for step in range(1, steps + 1):
         source, driving, fixed = split_batch(next(batches), device)
         scale = {"lambda_geo": min(1.0, (step - 1) / warm_steps)} if warm_steps > 0 else None
-        terms = step_loss(source, driving, fixed, generator, scale)
+        terms = step_loss(source, driving, fixed, generator, scale, step <= merged_steps)
         if not torch.isfinite(terms["total"]):
             raise FloatingPointError(f"segmentation pre-training: non-finite loss at step {step}: "
                                      f"{ {k: float(v) for k, v in terms.items()} }")

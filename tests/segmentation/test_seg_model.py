@@ -100,6 +100,31 @@ def test_unet_part_motion_from_masks():
         SegmentationUNet(num_parts=1, part_motion="centroid")
 
 
+def test_merged_parts_move_as_their_union():
+    """merge_parts: one flow for the union of the parts, at the mass-weighted mean of their shifts (eq. 1)."""
+    from hspreid.segmentation.model import merged_motion
+
+    masks = torch.zeros(1, 3, 4, 4)
+    masks[0, 0, :, 2:] = 1.0                                             # background on the right half
+    masks[0, 1, :1, :2] = 1.0                                            # part 1: 2 pixels
+    masks[0, 2, 1:, :2] = 1.0                                            # part 2: 6 pixels
+    shift = torch.tensor([[[0.4, 0.0], [0.0, 0.8]]])
+    affine = torch.stack([torch.eye(2), 2 * torch.eye(2)])[None]
+    out = merged_motion({"masks": masks, "shift": shift, "affine": affine})
+    torch.testing.assert_close(out["masks"], torch.stack([masks[:, 0], masks[:, 1] + masks[:, 2]], 1))
+    torch.testing.assert_close(out["shift"], torch.tensor([[[0.1, 0.6]]]))
+    torch.testing.assert_close(out["affine"], 1.75 * torch.eye(2)[None, None])
+    torch.manual_seed(0)
+    model = CoPartSegmenter(num_parts=2, **TINY)
+    src, drv = torch.rand(2, 3, 32, 16), torch.rand(2, 3, 32, 16)
+    maps = torch.zeros(2, 3, 32, 16)
+    maps[:, 1, :16], maps[:, 2, 16:] = 1.0, 1.0
+    e_t, e_d = torch.tensor([[0.2, 0.0], [0.0, 0.0]]).expand(2, 2, 2), torch.zeros(2, 2, 2)
+    flow = model(src, drv, (maps, maps, e_t, e_d), merge_parts=True)["flow"]
+    grid = torch.stack(torch.meshgrid(torch.linspace(-1, 1, 32), torch.linspace(-1, 1, 16), indexing="ij")[::-1], -1)
+    torch.testing.assert_close(flow[0], grid + torch.tensor([0.1, 0.0]))  # both halves: the mean shift
+
+
 def test_config_errors():
     with pytest.raises(UserError, match="seg_size"):
         CoPartSegmenter(num_parts=2, **{**TINY, "seg_size": (30, 16)})
@@ -196,6 +221,17 @@ def test_loss_scale_and_geo_warmup():
         pretrain_segmenter(model, [(src, drv)], steps=2, geo_warmup=1.5)
     hist = pretrain_segmenter(model, [(src, drv)], steps=2, geo_warmup=0.5, log_every=1)["history"]
     assert [h["step"] for h in hist] == [1, 2] and all(h["geo"] > 0 for h in hist)
+
+
+def test_part_warmup_merges_the_parts_for_its_share_of_the_steps(monkeypatch):
+    model = CoPartSegmenter(num_parts=2, **TINY)
+    src, drv = torch.rand(2, 3, 32, 16), torch.rand(2, 3, 32, 16)
+    calls, forward = [], CoPartSegmenter.forward
+    monkeypatch.setattr(CoPartSegmenter, "forward", lambda self, *a, **k: calls.append(a[3]) or forward(self, *a, **k))
+    pretrain_segmenter(model, [(src, drv)], steps=4, part_warmup=0.5)
+    assert calls == [True, True, False, False]                            # one forward pass per step
+    with pytest.raises(UserError, match="part_warmup"):
+        pretrain_segmenter(model, [(src, drv)], steps=2, part_warmup=-0.1)
 
 
 def test_part_area_prior_is_added_only_when_weighted():
