@@ -5,22 +5,22 @@
         background learned] [--seeds 0] [--params '{"gap": 6, "steps": 600}'] [--eval-pairs 512] [--threads 1]
         [--jobs 1] [--motion learned] [--root data/synth_mars]
 
-The segmenter is the ss_hsp method's, as the workflow resolves it for synth_mars (config/methods/ss_hsp.yaml
-with config/datasets/synth_mars.yaml's overrides: 32 x 16, the CPU-sized widths, 300 steps); ``--params``
-changes keys of that ``segmentation`` block. Each (partition, seed) pre-trains a fresh segmenter in a worker
-process on the training tracklets' (t, t + gap) pairs. With a fixed partition
-(hspreid/segmentation/fixed_partitions.py) the segmentation maps M_t, M_{t+1} are built from the ground-truth
-masks and only the motion heads (eq. 1's shifts and affines, the background motion) and the prediction
-module learn, from eq. 6 alone (eqs. 7 and 8 and the area prior are off: they act on the maps). ``learned``
-is the stage as it runs, all losses on. Then the eq. 6 loss is measured on ``--eval-pairs`` fixed pairs of
-the test tracklets, beside copying I_t as the prediction, and, as eq. 6 averages over the whole frame where
-the person may be a small share, the mean absolute error of the prediction on the person's pixels of I_{t+gap}
-alone (``person``), and the same on the pairs seen from the side (``side views``, the view from the data set's
-``ground_truth/images.csv``), where the limbs swing across the frame. ``limbs`` fixes the maps to the pieces the renderer moves rigidly (the store's "limbs",
-one part each, K = 14): what one affine motion per part (eqs. 1-2) can explain; ``ground_truth`` to the five
-regions. ``--motion centroid`` fixes the parts' motion too: each part translates with its centroid in the
-fixed maps (A = I), so the table shows what the partition is worth to eq. 6 on this data, apart from how long
-the heat maps take to learn to track its parts (it does not apply to ``learned``).
+The segmenter is the ss_hsp method's, as the workflow resolves it for synth_mars (config/methods/ss_hsp.yaml with
+config/datasets/synth_mars.yaml's overrides: 32 x 16, the CPU-sized widths, 300 steps); ``--params`` changes keys
+of that ``segmentation`` block. Each (partition, seed) pre-trains a fresh segmenter in a worker process on the
+training tracklets' (t, t + gap) pairs. With a fixed partition (hspreid/segmentation/fixed_partitions.py) the
+segmentation maps M_t, M_{t+1} are built from the ground-truth masks and only the motion heads (eq. 1's shifts
+and affines, the background motion) and the prediction module learn, from eq. 6 alone (eqs. 7 and 8 and the area
+prior are off: they act on the maps). ``learned`` is the stage as it runs, all losses on. Then the eq. 6 loss is
+measured on ``--eval-pairs`` fixed pairs of the test tracklets, beside copying I_t as the prediction, and, as eq.
+6 averages over the whole frame where the person may be a small share, the mean absolute error of the prediction
+on the person's pixels of I_{t+gap} alone (``person``), and the same on the pairs seen from the side (``side
+views``, the view from the data set's ``ground_truth/images.csv``), where the limbs swing across the frame.
+``limbs`` fixes the maps to the pieces the renderer moves rigidly (the store's "limbs", one part each, K = 14):
+what one affine motion per part (eqs. 1-2) can explain; ``ground_truth`` to the five regions. ``--motion
+centroid`` fixes the parts' motion too: each part translates with its centroid in the fixed maps (A = I), so the
+table shows what the partition is worth to eq. 6 on this data, apart from how long the heat maps take to learn to
+track its parts (it does not apply to ``learned``).
 
 Reading the table: if ``limbs`` is not clearly below ``foreground``, the pretext task does not pay for
 splitting the person into its parts, and a segmenter trained on it has no reason to find them.
@@ -140,13 +140,16 @@ def main() -> None:
     base = {r["seed"]: r for r in rows if r["partition"] == "foreground"}
     print(f"{'partition':<13} {'seed':>4} {'eq.6 test':>9} {'/ copy':>7} {'/ foreground':>12} {'person L1':>9} "
           f"{'/ copy':>7} {'/ foreground':>12} {'side views':>10} {'/ copy':>7} {'/ foreground':>12} {'train s':>8}")
-    for r in rows:
+    def ratio(r: dict, key: str) -> str:
         b = base.get(r["seed"])
-        ratio = lambda key: f"{r[key] / b[key]:.3f}" if b else "-"  # noqa: E731
-        print(f"{r['partition']:<13} {r['seed']:>4} {r['rec']:>9.4f} {r['rec'] / r['copy']:>7.3f} {ratio('rec'):>12} "
-              f"{r['person']:>9.4f} {r['person'] / r['person_copy']:>7.3f} {ratio('person'):>12} "
+        return f"{r[key] / b[key]:.3f}" if b else "-"
+
+    for r in rows:
+        print(f"{r['partition']:<13} {r['seed']:>4} {r['rec']:>9.4f} {r['rec'] / r['copy']:>7.3f} "
+              f"{ratio(r, 'rec'):>12} {r['person']:>9.4f} {r['person'] / r['person_copy']:>7.3f} "
+              f"{ratio(r, 'person'):>12} "
               f"{r['person_side']:>10.4f} {r['person_side'] / r['person_side_copy']:>7.3f} "
-              f"{ratio('person_side'):>12} {r['seconds']:>8.0f}")
+              f"{ratio(r, 'person_side'):>12} {r['seconds']:>8.0f}")
     sys.stdout.flush()
 
 
