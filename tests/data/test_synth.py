@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import scipy.io
 
-from hspreid.data.synth import DEFAULTS, LAYOUTS, generate
+from hspreid.data.synth import DEFAULTS, LAYOUTS, generate, resolve_params
 from hspreid.data.synth.figure import JOINTS
 from hspreid.errors import UserError
 from hspreid.partmaps import LIMB_NAMES, LIMB_TO_GROUND_TRUTH
@@ -181,6 +181,7 @@ def test_side_view_share(tmp_path):
         people = pd.read_csv(root / "ground_truth" / "images.csv").query("view != 'none'")
         views[share] = set(people["view"])
     assert views == {1.0: {"left", "right"}, 0.0: {"front", "back"}}
+    assert resolve_params("mars", {"side_view_share": None})["side_view_share"] is None   # null: the default
 
 
 def test_gait_amplitude_scales_the_swing():
