@@ -4,6 +4,7 @@
         [--index results/synth_mars/index.parquet] [--partitions ground_truth limbs foreground stripes
         background learned] [--seeds 0] [--params '{"gap": 6, "steps": 600}'] [--eval-pairs 512] [--threads 1]
         [--jobs 1] [--motion learned] [--root data/synth_mars]
+    python bench/study_ss_hsp_pretext.py --evaluate results/synth_mars/ss_hsp/segmenter.pt [...]
 
 The segmenter is the ss_hsp method's, as the workflow resolves it for synth_mars (config/methods/ss_hsp.yaml with
 config/datasets/synth_mars.yaml's overrides: 32 x 16, the CPU-sized widths, 300 steps); ``--params`` changes keys
@@ -51,9 +52,9 @@ def worker(args) -> dict:
     import torch
 
     from hspreid.data.frames import FrameStore
-    from hspreid.segmentation.fixed_partitions import TRUTH, centroid_shifts, partition_labels, partition_masks
-    from hspreid.segmentation.losses import build_reconstruction_loss
-    from hspreid.segmentation.pretrain import FramePairSampler, pretrain_from_store, split_batch, split_params
+    from hspreid.segmentation.fixed_partitions import TRUTH, partition_labels, partition_masks
+    from hspreid.segmentation.motion import part_centres
+    from hspreid.segmentation.pretrain import pretrain_from_store, split_params
 
     torch.set_num_threads(args.threads)
     model_params, train = split_params(segmentation_block(args.params))
@@ -68,28 +69,44 @@ def worker(args) -> dict:
 
     def masks(truth_t: np.ndarray, truth_d: np.ndarray):
         maps = tuple(partition_masks(partition_labels(t, k, args.partition), k, size) for t in (truth_t, truth_d))
-        return maps + tuple(centroid_shifts(m) for m in maps) if args.motion == "centroid" else maps
+        return maps + tuple(part_centres(m)[1] for m in maps) if args.motion == "centroid" else maps
 
     fixed_masks = masks if fixed else None
     model, result = pretrain_from_store(store, index, model_params, train, seed=args.seed, masks=fixed_masks,
                                         truth=truth)
-    test = FramePairSampler.from_index(store, index, "test", train["gap"], 64, seed=12345, masks=fixed_masks,
+    return {"partition": args.partition, "seed": args.seed, "seconds": result["seconds"],
+            **evaluate(model, store, index, train["gap"], args.eval_pairs, args.root, fixed_masks, truth)}
+
+
+def evaluate(model, store, index, gap: int, eval_pairs: int, root: str, fixed_masks=None, truth: str = "masks"
+             ) -> dict:
+    """Eq. 6 of ``model`` on ``eval_pairs`` fixed test pairs beside copying I_t, the person's L1 (all pairs and
+    side views) and the mean background mass of M_{t+gap} (channel 0 of the maps the model used)."""
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from hspreid.segmentation.losses import build_reconstruction_loss
+    from hspreid.segmentation.pretrain import FramePairSampler, split_batch
+
+    test = FramePairSampler.from_index(store, index, "test", gap, 64, seed=12345, masks=fixed_masks,
                                        truth=truth)
     target_rows = np.random.default_rng(12345)          # the sampler's draw, repeated for the targets' masks
     cfg = model.config
     rec = build_reconstruction_loss(cfg["reconstruction"], cfg["rec_scales"], cfg["vgg_seed"], cfg["rec_distance"])
     model.eval()
-    views = pd.read_csv(Path(args.root) / "ground_truth" / "images.csv").set_index("path")["view"]
+    views = pd.read_csv(Path(root) / "ground_truth" / "images.csv").set_index("path")["view"]
     side_row = views.reindex(index["path"]).isin(["left", "right"]).to_numpy()
-    ours, copy, person, person_copy = [], [], [], []
+    ours, copy, person, person_copy, background = [], [], [], [], []
     side = np.zeros(3)                                   # side-view pairs: person error, copy's error, area
     with torch.no_grad():
-        for _, batch in zip(range(max(1, args.eval_pairs // 64)), test):
+        for _, batch in zip(range(max(1, eval_pairs // 64)), test):
             pairs = test.pairs[target_rows.integers(0, len(test.pairs), 64)]
             fg = torch.from_numpy(store.read(pairs[:, 1], "masks") > 0)[:, None].float()
             source, driving, maps = split_batch(batch)
             out = model(source, driving, maps)
             ours.append(float(rec(out["prediction"], driving)))
+            background.append(float(out["masks_driving"][:, 0].mean()))
             copy.append(float(rec(source, driving)))
             area = fg.sum().clamp_min(1) * 3
             err, err_copy = (((x - driving).abs() * fg).sum(dim=(1, 2, 3)) for x in (out["prediction"], source))
@@ -97,10 +114,28 @@ def worker(args) -> dict:
             person_copy.append(float(err_copy.sum() / area))
             on = torch.from_numpy(side_row[pairs[:, 0]])
             side += [float(err[on].sum()), float(err_copy[on].sum()), float(fg[on].sum() * 3)]
-    return {"partition": args.partition, "seed": args.seed, "rec": float(np.mean(ours)),
-            "copy": float(np.mean(copy)), "person": float(np.mean(person)),
+    return {"rec": float(np.mean(ours)), "copy": float(np.mean(copy)), "person": float(np.mean(person)),
             "person_copy": float(np.mean(person_copy)), "person_side": side[0] / max(side[2], 1),
-            "person_side_copy": side[1] / max(side[2], 1), "seconds": result["seconds"]}
+            "person_side_copy": side[1] / max(side[2], 1), "background_mass": float(np.mean(background))}
+
+
+def evaluate_checkpoints(args) -> None:
+    """``--evaluate``: :func:`evaluate` for each trained segmenter, printed as a table."""
+    import pandas as pd
+    import torch
+
+    from hspreid.data.frames import FrameStore
+    from hspreid.segmentation import load_segmenter
+
+    torch.set_num_threads(args.threads)
+    store, index = FrameStore(args.frames), pd.read_parquet(args.index)
+    gap = segmentation_block(args.params).get("gap", 3)
+    print(f"{'segmenter':<60} {'eq.6 test':>9} {'/ copy':>7} {'person L1':>9} {'background mass':>15}")
+    for path in args.evaluate:
+        model = load_segmenter(path, for_training=True)[0]
+        r = evaluate(model, store, index, gap, args.eval_pairs, args.root)
+        print(f"{path:<60} {r['rec']:>9.4f} {r['rec'] / r['copy']:>7.3f} {r['person']:>9.4f} "
+              f"{r['background_mass']:>15.3f}", flush=True)
 
 
 def main() -> None:
@@ -118,12 +153,18 @@ def main() -> None:
     ap.add_argument("--motion", default="learned", choices=("learned", "centroid"),
                     help="fixed partitions: the parts' shifts and affines from the U-Net's heads (learned), or "
                          "each part translating with its centroid (centroid)")
+    ap.add_argument("--evaluate", nargs="+", default=None, metavar="SEGMENTER_PT",
+                    help="instead of training: the same test measures for trained segmenter checkpoints (the "
+                         "pretrain_segmentation stage's segmenter.pt), with their own maps")
     ap.add_argument("--worker", default=None, choices=PARTITIONS, help=argparse.SUPPRESS)
     ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         args.partition = args.worker
         emit(worker(args))
+        return
+    if args.evaluate:
+        evaluate_checkpoints(args)
         return
     if args.motion == "centroid" and "learned" in args.partitions:
         ap.error("--motion centroid fixes the motion of fixed partitions; leave 'learned' out")

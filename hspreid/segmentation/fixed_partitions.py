@@ -13,8 +13,9 @@ module still learn, the partition does not. Comparing the held-out eq. 6 loss re
 * ``stripes``: K horizontal stripes of the whole frame (a fixed positional layout, no background);
 * ``background``: every pixel background (one global motion for the frame).
 
-With :func:`centroid_shifts` the parts' motion is fixed too (each part translates with its centroid): the
-partition's worth to eq. 6 on this data, apart from how long the heat maps take to learn to track its parts.
+With the maps' centroids as shifts (:func:`~hspreid.segmentation.motion.part_centres`) the parts' motion is
+fixed too (each part translates with its centroid): the partition's worth to eq. 6 on this data, apart from how
+long the heat maps take to learn to track its parts.
 """
 from __future__ import annotations
 
@@ -24,7 +25,6 @@ import torch.nn.functional as F
 
 from hspreid.errors import UserError
 from hspreid.partmaps import stripe_labels
-from hspreid.segmentation.motion import part_centres
 
 PARTITIONS = ("ground_truth", "limbs", "foreground", "stripes", "background")
 TRUTH = {"limbs": "limbs"}
@@ -57,8 +57,3 @@ def partition_masks(labels: np.ndarray | torch.Tensor, num_parts: int, size: tup
     one_hot = F.one_hot(labels, num_parts + 1).permute(0, 3, 1, 2).float()
     return F.interpolate(one_hot, size=tuple(size), mode="area")
 
-
-def centroid_shifts(masks: torch.Tensor) -> torch.Tensor:
-    """Segmentation maps [B, K+1, h, w] -> each part's centroid [B, K, 2] as (x, y) on the [-1, 1] grid of
-    :func:`~hspreid.segmentation.motion.coordinate_grid` (the frame's centre for a part with no mass)."""
-    return part_centres(masks)[1]

@@ -192,7 +192,7 @@ class CoPartSegmenter(nn.Module):
         and affines still come from the U-Net): how well the pretext task does with a given partition, e.g.
         the ground-truth parts (bench/study_ss_hsp_pretext.py). ``masks`` = (M_t, M_{t+1}, e_t, e_{t+1}) also
         fixes the parts' shifts [B, K, 2] (e.g. the maps' centroids,
-        :func:`~hspreid.segmentation.fixed_partitions.centroid_shifts`), with A = I: each part translates,
+        :func:`~hspreid.segmentation.motion.part_centres`), with A = I: each part translates,
         and what the pretext task pays for a partition no longer waits for the heat maps to learn to track it.
         ``merge_parts``: the K parts move as one (their union, with the mass-weighted mean of their shifts and
         affines: the union's centroid under ``part_motion="masks"``), the pre-training's ``part_warmup``."""

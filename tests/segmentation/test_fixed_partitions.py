@@ -6,7 +6,8 @@ import torch
 
 from hspreid.errors import UserError
 from hspreid.segmentation import CoPartSegmenter, FramePairSampler, pretrain_segmenter
-from hspreid.segmentation.fixed_partitions import PARTITIONS, centroid_shifts, partition_labels, partition_masks
+from hspreid.segmentation.fixed_partitions import PARTITIONS, partition_labels, partition_masks
+from hspreid.segmentation.motion import part_centres
 
 TINY = {"seg_size": (16, 16), "unet_channels": 4, "predictor_channels": 8, "predictor_max_channels": 16,
         "num_res_blocks": 1, "reconstruction": "l1_ssim", "lambda_equ": 0.0, "lambda_geo": 0.0}
@@ -85,13 +86,13 @@ def test_sampler_carries_fixed_masks_and_pretraining_keeps_them(tiny_mars):
     assert [h["step"] for h in result["history"]] == [1, 2] and np.isfinite(result["final"]["rec"])
 
 
-def test_centroid_shifts():
+def test_part_centroids_as_shifts():
     masks = torch.zeros(1, 3, 3, 5)
     masks[0, 1, 0, 0] = 1.0                                              # part 1: the top-left pixel
     masks[0, 1, 2, 4] = 1.0                                              # ... and the bottom-right one
     masks[0, 2, 2, 0] = 2.0                                              # part 2: the bottom-left pixel
-    np.testing.assert_allclose(centroid_shifts(masks)[0].numpy(), [[0.0, 0.0], [-1.0, 1.0]])
-    assert centroid_shifts(torch.zeros(1, 2, 3, 5)).abs().max() == 0     # no mass: the centre
+    np.testing.assert_allclose(part_centres(masks)[1][0].numpy(), [[0.0, 0.0], [-1.0, 1.0]])
+    assert part_centres(torch.zeros(1, 2, 3, 5))[1].abs().max() == 0     # no mass: the centre
 
 
 def test_forward_with_fixed_shifts_translates_each_part():
