@@ -71,7 +71,7 @@ class Planner:
     def view(self, cam: int) -> str:
         """The camera's dominant view 60% of the time, another view otherwise; with ``side_view_share`` set, a
         side view (left or right) with that probability, else front or back."""
-        share = self.params.get("side_view_share")
+        share = self.params["side_view_share"]
         if share is not None:
             pair = ("left", "right") if self.rng.random() < share else ("front", "back")
             return pair[int(self.rng.integers(2))]
