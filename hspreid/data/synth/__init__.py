@@ -92,6 +92,9 @@ _RULES: dict[str, tuple[str, float, float]] = {
     "jpeg_quality": ("int", 10, 100), "side_view_share": ("float", 0, 1), "gait_amplitude": ("float", 0, 2.5),
 }
 
+_NULLABLE = frozenset(k for k, v in _COMMON.items() if v is None)
+"""Parameters whose default is null (a different rule, not a value) and that take null."""
+
 log = logging.getLogger("hspreid.synth")
 
 
@@ -104,7 +107,7 @@ def resolve_params(layout: str, params: dict | None) -> dict:
         if key not in out:
             raise UserError(f"synth: unknown parameter {key!r} for layout {layout!r}; "
                             f"allowed: {', '.join(sorted(out))}")
-        out[key] = None if value is None and DEFAULTS[layout][key] is None else _check(key, value)
+        out[key] = _check(key, value)
     lo, hi = out["cams_per_id"]
     if hi > out["cameras"]:
         raise UserError(f"synth: cams_per_id {out['cams_per_id']} exceeds cameras={out['cameras']}")
@@ -115,8 +118,11 @@ def resolve_params(layout: str, params: dict | None) -> dict:
 
 def _check(key: str, value: Any) -> Any:
     kind, lo, hi = _RULES[key]
+    if value is None and key in _NULLABLE:
+        return None
     bad = UserError(f"synth: parameter {key!r} = {value!r} must be "
-                    + (f"[min, max] integers in {lo}..{hi}" if kind == "range" else f"a {kind} in {lo}..{hi}"))
+                    + (f"[min, max] integers in {lo}..{hi}" if kind == "range" else f"a {kind} in {lo}..{hi}")
+                    + (" or null" if key in _NULLABLE else ""))
     if kind == "range":
         pair = [value, value] if isinstance(value, int) and not isinstance(value, bool) else value
         if (not isinstance(pair, (list, tuple)) or len(pair) != 2
