@@ -35,7 +35,8 @@ from hspreid.stage import parse_params, run_stage, stage_parser
 
 
 SUMMARY_SCORES = ("mean_part_iou", "many_to_one_iou", "many_to_one_iou_limbs", "keypoint_error", "foreground_iou")
-"""The test frames' scores copied to the summary's top level (the model's, and the stripes' with a prefix)."""
+"""The test frames' scores copied to the summary's top level (the model's, the stripes' and the training frames'
+mean layout's with a prefix)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,11 +108,13 @@ def main(argv: list[str] | None = None) -> int:
         }
         if quality and "test" in quality:
             q = quality["test"]
-            for prefix, partition in (("", "model"), ("stripes_", "stripes")):
-                summary.update({f"{prefix}{key}": q[partition].get(key) for key in SUMMARY_SCORES})
+            for prefix, partition in (("", "model"), ("stripes_", "stripes"), ("layout_", "mean_layout")):
+                if partition in q:
+                    summary.update({f"{prefix}{key}": q[partition].get(key) for key in SUMMARY_SCORES})
             log.info("test frames: mean part IoU %.4f (stripes %.4f, stripes of the true foreground %.4f), "
-                     "foreground IoU %.4f", q["model"]["mean_part_iou"], q["stripes"]["mean_part_iou"],
-                     q["stripes_gt_foreground"]["mean_part_iou"], q["model"]["foreground_iou"])
+                     "foreground IoU %.4f (the training frames' mean layout %s)", q["model"]["mean_part_iou"],
+                     q["stripes"]["mean_part_iou"], q["stripes_gt_foreground"]["mean_part_iou"],
+                     q["model"]["foreground_iou"], q.get("mean_layout", {}).get("foreground_iou"))
         write_json(args.summary, summary)
         log.info("%s: %d part maps of %s (%.0f frames/s); summary %s", args.parsing_out, len(store),
                  "x".join(map(str, size)), summary["inference_frames_per_s"], args.summary)

@@ -118,17 +118,22 @@ class CoPartSegmenter(nn.Module):
     (the paper's G^{K+1} = z) or "affine" (:class:`BackgroundMotion`, training only: segmentation and the
     U-Net's state, which the re-ID model loads, are the same either way); ``geo_isotropic``: eq. 8 on the
     pixel grid (see the module docstring); ``part_motion``: "heatmaps" (the paper) or "masks" (each part's
-    shift is its own centroid; :mod:`hspreid.segmentation.unet`).
+    shift is its own centroid; :mod:`hspreid.segmentation.unet`); ``detach_visibility_source``: eq. 3's O is
+    computed from the maps but trains none of them (with MCS's gradient through M_t, O's pull towards the
+    background acts on every pixel where the target's background mass is; bench/study_ss_hsp_mask_pressure.py);
+    ``predictor_down``: the prediction module's down-sampling blocks (2 in the paper: the motion warps features
+    at H/4 x W/4, which at 64 x 32 frames is 16 x 8).
     """
 
     def __init__(self, num_parts: int = 6, seg_size: Sequence[int] = (64, 32), unet_channels: int = 32,
                  unet_max_channels: int = 1024, head_kernel: int = 7, predictor_channels: int = 64,
-                 predictor_max_channels: int = 512, num_res_blocks: int = 5, temperature: float = 0.1,
+                 predictor_max_channels: int = 512, num_res_blocks: int = 5, predictor_down: int = 2, temperature: float = 0.1,
                  reconstruction: str = "vgg_random",
                  rec_scales: Sequence[float] = (1.0, 0.5, 0.25), rec_distance: str = "l2", vgg_seed: int = 0,
                  lambda_rec: float = 1.0, lambda_equ: float = 1.0, lambda_geo: float = 1.0,
                  sigma_affine: float = 0.05, sigma_tps: float = 0.005, points_tps: int = 5,
                  color_jitter: float = 0.1, detach_visibility_target: bool = True,
+                 detach_visibility_source: bool = False,
                  background_motion: str = "static", background_channels: int = 16, geo_isotropic: bool = False,
                  geo_mass_weighted: bool = False, lambda_area: float = 0.0, min_part_area: float = 0.02,
                  part_motion: str = "heatmaps"):
@@ -147,6 +152,8 @@ class CoPartSegmenter(nn.Module):
             check_min_part_area(min_part_area)
         self.config: dict[str, Any] = {**params, "seg_size": list(seg_size), "rec_scales": list(rec_scales)}
         self.num_parts, self.seg_size = num_parts, seg_size
+        if predictor_down < 0:
+            raise UserError(f"segmenter predictor_down: expected >= 0 down-sampling blocks, got {predictor_down}")
         if head_kernel < 1 or head_kernel % 2 == 0:
             raise UserError(f"segmenter head_kernel: expected an odd size >= 1, got {head_kernel}")
         if background_motion not in BACKGROUND_MOTIONS:
@@ -154,7 +161,7 @@ class CoPartSegmenter(nn.Module):
                             f"got {background_motion!r}")
         self.unet = SegmentationUNet(num_parts, unet_channels, unet_max_channels, temperature, head_kernel=head_kernel,
                                      part_motion=part_motion)
-        self.predictor = FramePredictor(predictor_channels, predictor_max_channels, 2, num_res_blocks)
+        self.predictor = FramePredictor(predictor_channels, predictor_max_channels, predictor_down, num_res_blocks)
         self.background = BackgroundMotion(background_channels) if background_motion == "affine" else None
         rec = build_reconstruction_loss(reconstruction, rec_scales, vgg_seed, rec_distance) if lambda_rec > 0 else None
         object.__setattr__(self, "_rec_loss", rec)                     # not a submodule: no params, no state
@@ -196,8 +203,9 @@ class CoPartSegmenter(nn.Module):
         and what the pretext task pays for a partition no longer waits for the heat maps to learn to track it.
         ``merge_parts``: the K parts move as one (their union, with the mass-weighted mean of their shifts and
         affines: the union's centroid under ``part_motion="masks"``), the pre-training's ``part_warmup``."""
-        if source.shape != driving.shape or source.shape[-2] % 4 or source.shape[-1] % 4:
-            raise UserError(f"segmenter: source and driving frames must have one shape with H, W divisible by 4, "
+        m = 2 ** self.config["predictor_down"]
+        if source.shape != driving.shape or source.shape[-2] % m or source.shape[-1] % m:
+            raise UserError(f"segmenter: source and driving frames must have one shape with H, W divisible by {m}, "
                             f"got {tuple(source.shape)} and {tuple(driving.shape)}")
         b = source.shape[0]
         both = self.segment_raw(torch.cat([source, driving]))
@@ -221,7 +229,8 @@ class CoPartSegmenter(nn.Module):
         if self.background is not None:                               # the background's own global motion
             theta = self.background(self.to_seg_size(source), self.to_seg_size(driving))
         flow = combine_flows(flows, motion_d["masks"], grid, None if theta is None else affine_flow(theta, grid))
-        visibility = background_visibility(seg_s["masks"], seg_d["masks"], self.config["detach_visibility_target"])
+        visibility = background_visibility(seg_s["masks"], seg_d["masks"], self.config["detach_visibility_target"],
+                                           self.config["detach_visibility_source"])
         prediction = self.predictor(source, flow, visibility)
         with torch.no_grad():
             deformed = warp(source, flow)                             # I_t warped by G_hat, for inspection

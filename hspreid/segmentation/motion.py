@@ -65,7 +65,7 @@ def affine_flow(theta: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
 
 
 def background_visibility(masks_src: torch.Tensor, masks_tgt: torch.Tensor,
-                          detach_target: bool = True) -> torch.Tensor:
+                          detach_target: bool = True, detach_source: bool = False) -> torch.Tensor:
     """SS-HSP eq. 3: O = 1 - M_{t+1}^{bg} * sum_{k=1..K} M_t^k -> [B, 1, h, w] in [0, 1].
 
     Low where the target shows background but the source had a body part at the same place (that
@@ -77,6 +77,8 @@ def background_visibility(masks_src: torch.Tensor, masks_tgt: torch.Tensor,
     if detach_target:
         bg_tgt = bg_tgt.detach()
     fg_src = masks_src[:, 1:].sum(dim=1, keepdim=True)
+    if detach_source:
+        fg_src = fg_src.detach()
     return 1.0 - bg_tgt * fg_src
 
 

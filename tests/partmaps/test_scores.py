@@ -147,3 +147,20 @@ def test_label_quality_scores_at_the_frames_resolution_beside_stripes_of_its_own
     assert q["foreground_iou"] == pytest.approx(1 / 3, abs=1e-4)   # 8 of 24 foreground pixels overlap
     assert q["many_to_one_iou"] == q["many_to_one_iou_limbs"] and q["keypoint_error"] == 0.0
     assert set(q["stripes_own_foreground"]) >= {"mean_part_iou", "many_to_one_iou", "keypoint_error"}
+
+
+def test_mean_layout_is_each_pixels_most_frequent_label_and_scores_as_one_fixed_map():
+    from hspreid.partmaps import mean_layout
+
+    truth = np.zeros((4, 8, 4), np.uint8)
+    truth[:3, 0:4, 1:3] = 1                                      # three maps: the person in the top half
+    truth[3, 4:8, 1:3] = 2                                       # one: a different part in the bottom half
+    expected = np.zeros((8, 4), np.uint8)
+    expected[0:4, 1:3] = 1
+    np.testing.assert_array_equal(mean_layout(truth), expected)
+    split = np.array(["train", "train", "train", "test"])
+    q = segmentation_quality(truth, truth, 2, split=split)
+    layout = q["test"]["mean_layout"]                            # the test person lies where no train person did
+    assert layout["foreground_iou"] == 0.0 and q["test"]["model"]["foreground_iou"] == 1.0
+    assert q["train"]["mean_layout"]["foreground_iou"] == 1.0
+    assert "mean_layout" not in segmentation_quality(truth, truth, 2)    # no train maps to fit it on

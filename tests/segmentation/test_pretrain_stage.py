@@ -59,9 +59,10 @@ def test_stage_trains_segments_every_frame_and_scores(tiny_mars, tmp_path):
     assert {"total", "rec", "equ", "geo"} <= set(summary["final_loss"])
     assert summary["params"]["gap"] == 2 and summary["params"]["lr"] == TRAIN_DEFAULTS["lr"]
     q = summary["quality"]["test"]                                             # tiny_mars has ground-truth masks
-    for name in ("model", "stripes", "stripes_gt_foreground", "stripes_model_foreground"):
+    for name in ("model", "stripes", "stripes_gt_foreground", "stripes_model_foreground", "mean_layout"):
         assert 0 <= q[name]["mean_part_iou"] <= 1 and 0 <= q[name]["foreground_iou"] <= 1
     assert summary["stripes_mean_part_iou"] == q["stripes"]["mean_part_iou"]
+    assert summary["layout_foreground_iou"] == q["mean_layout"]["foreground_iou"]
     assert summary["mean_part_iou"] == q["model"]["mean_part_iou"]
     assert "train" in summary["quality"]
     assert "segmenter step 2/3" in (out / "log.txt").read_text()               # periodic progress lines

@@ -63,6 +63,15 @@ def test_segmenter_forward_loss_and_segment_shapes():
     assert model.training                                                # segment() restores the mode
 
 
+def test_predictor_down_sets_the_resolution_the_motion_warps_at():
+    model = CoPartSegmenter(num_parts=2, **TINY, predictor_down=1)
+    src = torch.rand(2, 3, 64, 32)
+    assert model.predictor.encode(src).shape[-2:] == (32, 16)            # warped at H/2 x W/2, not H/4 x W/4
+    assert model(src, torch.rand(2, 3, 64, 32))["prediction"].shape == (2, 3, 64, 32)
+    with pytest.raises(UserError, match="predictor_down"):
+        CoPartSegmenter(num_parts=2, **TINY, predictor_down=-1)
+
+
 def test_identity_motion_at_init_predicts_from_unwarped_features():
     model = CoPartSegmenter(num_parts=2, **TINY).eval()
     frame = torch.rand(1, 3, 32, 16)

@@ -107,6 +107,7 @@ def test_eq3_visibility_shape_range_and_values():
     fg[:, 1] = 1.0
     bg = torch.zeros(1, 2, 1, 1)
     bg[:, 0] = 1.0
+    assert not background_visibility(m_src, m_tgt, detach_source=True).requires_grad    # O trains no map
     assert float(background_visibility(fg, bg)) == 0.0                         # bg in I_t+1 hidden by a part of I_t
     assert float(background_visibility(fg, fg)) == 1.0
     assert float(background_visibility(bg, bg)) == 1.0
