@@ -58,7 +58,7 @@ def readings(args) -> list[dict]:
                                    mode="nearest")[:, 0] > 0
             masks = torch.cat(maps).detach()
             pixels = person.numel() / 1e4
-            row = {"step": step, "rec": round(float(terms["rec"]), 4),
+            row = {"step": step, "rec": round(float(terms["rec"].detach()), 4),
                    "bg_mass_person": round(float(masks[:, 0][person].mean()), 3),
                    "bg_mass_bg": round(float(masks[:, 0][~person].mean()), 3)}
             found = masks.argmax(1) > 0

@@ -115,7 +115,9 @@ def label_quality(labels: np.ndarray, masks: np.ndarray, num_parts: int, *, limb
     ``background_iou``, ``part_iou``, ``mapping``), ``many_to_one_iou`` (against the masks) and, given the
     ground truth, ``many_to_one_iou_limbs`` (``limbs`` [N, H, W]) and ``keypoint_error`` (``keypoints``
     [N, J, 3], fitted on the maps where ``fit``, measured on the others); ``stripes_own_foreground``: the same
-    scores for num_parts-1 stripes of the labels' own foreground, the baseline parts must beat."""
+    scores for num_parts-1 stripes of the labels' own foreground, the baseline parts must beat; ``mean_layout``:
+    the same scores for :func:`mean_layout` of these maps' ground truth, the best one map for all of them
+    (labels that find each frame's person beat it on ``foreground_iou``)."""
     h, w = labels.shape[1:]
     masks = np.asarray(masks)
     up = resize_nearest(labels, masks.shape[1:])
@@ -135,7 +137,8 @@ def label_quality(labels: np.ndarray, masks: np.ndarray, num_parts: int, *, limb
 
     stripes = stripe_labels(up.shape, num_parts - 1, up > 0)
     return {**scores(up), "grid": [h, w], "scored_at": list(masks.shape[1:]),
-            "stripes_own_foreground": scores(stripes)}
+            "stripes_own_foreground": scores(stripes),
+            "mean_layout": scores(np.broadcast_to(mean_layout(masks), masks.shape))}
 
 
 def partition_scores(labels: np.ndarray, truth: np.ndarray, num_parts: int) -> dict[str, Any]:

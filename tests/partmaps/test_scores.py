@@ -147,6 +147,7 @@ def test_label_quality_scores_at_the_frames_resolution_beside_stripes_of_its_own
     assert q["foreground_iou"] == pytest.approx(1 / 3, abs=1e-4)   # 8 of 24 foreground pixels overlap
     assert q["many_to_one_iou"] == q["many_to_one_iou_limbs"] and q["keypoint_error"] == 0.0
     assert set(q["stripes_own_foreground"]) >= {"mean_part_iou", "many_to_one_iou", "keypoint_error"}
+    assert q["mean_layout"]["foreground_iou"] == q["mean_layout"]["mean_part_iou"] == 1.0   # every frame alike
 
 
 def test_mean_layout_is_each_pixels_most_frequent_label_and_scores_as_one_fixed_map():
