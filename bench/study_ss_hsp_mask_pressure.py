@@ -41,7 +41,10 @@ def readings(args) -> list[dict]:
     store, index = FrameStore(args.frames), pd.read_parquet(args.index)
     torch.manual_seed(args.seed)
     model = CoPartSegmenter(**model_params).train()
-    truth = lambda a, b: (torch.from_numpy(np.ascontiguousarray(a)), torch.from_numpy(np.ascontiguousarray(b)))  # noqa: E731
+
+    def truth(a: np.ndarray, b: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:       # the labels, as they are
+        return torch.from_numpy(np.ascontiguousarray(a)), torch.from_numpy(np.ascontiguousarray(b))
+
     sampler = FramePairSampler.from_index(store, index, subset="train", gap=train["gap"],
                                           batch_size=train["batch_size"], seed=args.seed, masks=truth)
     opt = torch.optim.Adam(model.parameters(), lr=train["lr"], weight_decay=train["weight_decay"])

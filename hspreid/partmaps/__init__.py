@@ -11,6 +11,6 @@ __all__ = [
     "GROUND_TRUTH_NAMES", "HEIGHT_BANDS", "IGNORE", "LIMB_NAMES", "LIMB_TO_GROUND_TRUTH", "LIP_TO_REGIONS", "REGIONS",
     "REGION_NAMES", "TABLES", "RegionIoU", "border_ring", "check_height_bands", "fold_parts_by_height",
     "fold_probs_to_regions", "fold_to_regions", "ground_truth_table", "keypoint_error", "label_quality",
-    "many_to_one_iou", "mean_layout", "part_centroids", "part_iou", "partition_scores", "region_code", "resize_nearest",
-    "resolve_table", "segmentation_quality", "stripe_labels", "stripe_rows",
+    "many_to_one_iou", "mean_layout", "part_centroids", "part_iou", "partition_scores", "region_code",
+    "resize_nearest", "resolve_table", "segmentation_quality", "stripe_labels", "stripe_rows",
 ]

@@ -127,7 +127,7 @@ class CoPartSegmenter(nn.Module):
 
     def __init__(self, num_parts: int = 6, seg_size: Sequence[int] = (64, 32), unet_channels: int = 32,
                  unet_max_channels: int = 1024, head_kernel: int = 7, predictor_channels: int = 64,
-                 predictor_max_channels: int = 512, num_res_blocks: int = 5, predictor_down: int = 2, temperature: float = 0.1,
+                 predictor_max_channels: int = 512, num_res_blocks: int = 5, temperature: float = 0.1,
                  reconstruction: str = "vgg_random",
                  rec_scales: Sequence[float] = (1.0, 0.5, 0.25), rec_distance: str = "l2", vgg_seed: int = 0,
                  lambda_rec: float = 1.0, lambda_equ: float = 1.0, lambda_geo: float = 1.0,
@@ -136,7 +136,7 @@ class CoPartSegmenter(nn.Module):
                  detach_visibility_source: bool = False,
                  background_motion: str = "static", background_channels: int = 16, geo_isotropic: bool = False,
                  geo_mass_weighted: bool = False, lambda_area: float = 0.0, min_part_area: float = 0.02,
-                 part_motion: str = "heatmaps"):
+                 part_motion: str = "heatmaps", predictor_down: int = 2):
         params = dict(locals())                                         # the constructor arguments, for checkpoints
         params.pop("self")
         params.pop("__class__", None)
