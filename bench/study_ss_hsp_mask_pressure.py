@@ -30,11 +30,11 @@ def readings(args) -> list[dict]:
     import pandas as pd
     import torch
     import torch.nn.functional as F
+    from study_ss_hsp_pretext import segmentation_block
 
     from hspreid.data.frames import FrameStore
     from hspreid.segmentation.model import CoPartSegmenter
     from hspreid.segmentation.pretrain import FramePairSampler, split_batch, split_params
-    from study_ss_hsp_pretext import segmentation_block
 
     torch.set_num_threads(args.threads)
     model_params, train = split_params(segmentation_block(args.params))
