@@ -120,11 +120,13 @@ def main(argv: list[str] | None = None) -> int:
         if not world.main:
             return
         if args.part_labels:
-            label_attrs = LabelMaps(args.part_labels).attrs
+            label_maps = LabelMaps(args.part_labels)
+            label_attrs = label_maps.attrs
             train_rows = index.index[index["subset"] == "train"].to_numpy()
             rounds.append({"round": label_attrs.get("round"), "pseudo_label_iou": label_attrs.get("iou"),
                            "foreground_below_threshold": label_attrs.get("foreground_below_threshold"),
-                           "parsing_iou": predicted_parsing_quality(model, args.frames, train_rows, device=device)})
+                           "parsing_iou": predicted_parsing_quality(model, args.frames, train_rows, device=device,
+                                                                    labels=label_maps)})
         upstream = FrameStore(args.frames).attrs.get("summary", {})
         save_model(args.output, model, model_cfg, dataset.num_classes, history=earlier + history,
                    config_hash=run_hash, rounds=rounds, segmentation=segmenter and segmenter["summary"],

@@ -195,6 +195,8 @@ def test_isp_rounds(tmp_path_factory):
     assert rounds[1] == label_quality(group["labels"][...], num_parts=4, fit=frames.read(rows, "pid") % 2 == 0,
                                       **frames.ground_truth(rows))
     assert all(0 <= x["parsing_iou"]["foreground_iou"] <= 1 for x in m["rounds"])
+    assert all(0 <= x["parsing_iou"]["label_fit"]["pixel_accuracy"] <= 1 for x in m["rounds"])   # model r vs labels r
+    assert "mean_layout" in m["rounds"][0]["pseudo_label_iou"]
     assert m["parsing_iou"]["frames"] > 0 and len(m["parsing_iou"]["part_iou"]) >= 3
     no_arm = json.loads((run / "isp_no_arm/metrics.json").read_text())
     assert no_arm["distance"] == "concat" and not (run / "isp_no_arm/model.pt").exists()  # isp's features

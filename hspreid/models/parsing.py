@@ -3,16 +3,17 @@ for SPReID or scored against ground-truth masks."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
 from hspreid.data.frames import FrameStore
+from hspreid.data.label_maps import LabelMaps
 from hspreid.errors import UserError
 from hspreid.models.base import ReIDModel
-from hspreid.partmaps import HEIGHT_BANDS, check_height_bands, fold_parts_by_height
+from hspreid.partmaps import HEIGHT_BANDS, IGNORE, check_height_bands, fold_parts_by_height, part_iou, resize_nearest
 
 log = logging.getLogger("hspreid.parsing")
 
@@ -34,11 +35,13 @@ def predict_parsing(model: ReIDModel, frames_path: str | Path, rows: np.ndarray,
 
 
 def predicted_parsing_quality(model: ReIDModel, frames_path: str | Path, rows: np.ndarray, *, device: torch.device,
-                              max_frames: int = 2000, frames_per_batch: int = 256) -> dict | None:
+                              max_frames: int = 2000, frames_per_batch: int = 256,
+                              labels: LabelMaps | None = None) -> dict | None:
     """Parsing scores (:func:`hspreid.partmaps.label_quality`) of the model's predicted part maps against the
     ground truth of up to ``max_frames`` of ``rows`` (evenly spread; the key-point regression fitted on the
     identities of even pid, measured on the others); None where the data set has no masks or the model no
-    part classifier."""
+    part classifier. With ``labels`` (the part labels the model was trained on), also ``label_fit``: how far
+    the part classifier learned them, :func:`label_fit` on the same frames."""
     store = FrameStore(frames_path)
     if store.masks is None or max_frames <= 0 or len(rows) == 0 or not model.predicts_parsing:
         return None
@@ -47,7 +50,20 @@ def predicted_parsing_quality(model: ReIDModel, frames_path: str | Path, rows: n
     quality = store.label_quality(pred, rows, model.num_parts)
     log.info("predicted parsing on %d frames: mean part IoU %s, foreground IoU %s", len(rows),
              quality["mean_part_iou"], quality["foreground_iou"])
-    return {"frames": int(len(rows)), **quality}
+    fit = {} if labels is None else {"label_fit": label_fit(pred, labels.read(rows), model.num_parts)}
+    return {"frames": len(rows), **quality, **fit}
+
+
+def label_fit(pred: np.ndarray, labels: np.ndarray, num_parts: int) -> dict:
+    """How far a part classifier's maps ``pred`` [n, h, w] agree with the part labels it was trained on
+    [n, h', w'] (nearest-resized to h x w; the same label ids, no matching): pixel accuracy, per-label IoU
+    (background first), their mean over the parts, and the foreground IoU, pixels labelled ``IGNORE`` left out;
+    rounded to 4 places. Does the parsing loss move the classifier to its labels?"""
+    res = part_iou(pred, resize_nearest(labels, pred.shape[1:]), num_classes=num_parts, match="fixed",
+                   ignore_index=IGNORE)
+    return {"pixel_accuracy": round(res["pixel_accuracy"], 4), "mean_part_iou": round(res["mean_part_iou"], 4),
+            "foreground_iou": round(res["foreground_iou"], 4),
+            "iou": [None if np.isnan(v) else round(float(v), 4) for v in res["iou"]]}
 
 
 def parser_blocks(model: ReIDModel, frames_path: Path, rows: np.ndarray, *, device: torch.device,
