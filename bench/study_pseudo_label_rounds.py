@@ -4,7 +4,7 @@
         [--index results/synth_market/index.parquet] [--max-frames 2000] [--threads 2]
 
 For every ``round<r>/`` of a run (``model.pt``, trained on ``pseudo_labels.zarr``, the labels of round r), on up
-to ``--max-frames`` training frames (evenly spread, as the train stage scores them):
+to ``--max-frames`` training frames (evenly spread, as the train stage scores them), from one prediction each:
 
 * ``labels r``: the labels against the ground truth (fg / part IoU, :func:`hspreid.partmaps.label_quality`);
 * ``model r``: the part classifier's maps (argmax of ``part_logits``) against the ground truth;
@@ -36,44 +36,39 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
 
-    import numpy as np
     import pandas as pd
     import torch
 
+    from hspreid.data.frames import FrameStore
     from hspreid.data.label_maps import LabelMaps
     from hspreid.models import load_model
-    from hspreid.models.parsing import predict_parsing, predicted_parsing_quality
-    from hspreid.partmaps import part_iou, resize_nearest
+    from hspreid.models.parsing import predict_parsing, spread_rows
+    from hspreid.partmaps import label_fit
 
     torch.set_num_threads(args.threads)
     print(runtime_line("cpu", args.threads))
     run = args.run if args.run.is_absolute() else REPO / args.run
     frames = args.frames or run.parent / "frames.zarr"
     index = pd.read_parquet(args.index or run.parent / "index.parquet")
-    train_rows = index.index[index["subset"] == "train"].to_numpy()
+    rows = spread_rows(index.index[index["subset"] == "train"].to_numpy(), args.max_frames)
+    store = FrameStore(frames)
+    if store.masks is None:
+        raise SystemExit(f"{frames}: no ground-truth masks to score against")
     rounds = sorted(int(p.name[5:]) for p in run.glob("round*") if p.name[5:].isdigit())
     if not rounds:
         raise SystemExit(f"{run}: no round<r>/ folders")
-    device = torch.device("cpu")
     results = []
     for r in rounds:
         model, _ = load_model(run / f"round{r}/model.pt")
         labels = LabelMaps(run / f"round{r}/pseudo_labels.zarr")
-        q = predicted_parsing_quality(model, frames, train_rows, device=device, max_frames=args.max_frames,
-                                      labels=labels)
-        if q is None:
-            raise SystemExit(f"{frames}: no ground-truth masks to score against (or no part classifier)")
+        pred = predict_parsing(model, frames, rows, device=torch.device("cpu"))
+        q = store.label_quality(pred, rows, model.num_parts)
         row = {"round": r, "labels": {k: labels.attrs["iou"][k] for k in ("foreground_iou", "mean_part_iou")},
-               "model": {k: q[k] for k in ("foreground_iou", "mean_part_iou")}, "fit": q["label_fit"]}
+               "model": {k: q[k] for k in ("foreground_iou", "mean_part_iou")},
+               "fit": label_fit(pred, labels.read(rows), model.num_parts)}
         nxt = run / f"round{r + 1}/pseudo_labels.zarr"
         if nxt.is_dir():
-            rows = np.unique(train_rows[np.linspace(0, len(train_rows) - 1, min(len(train_rows), args.max_frames))
-                                        .round().astype(int)])
-            pred = predict_parsing(model, frames, rows, device=device)
-            res = part_iou(resize_nearest(LabelMaps(nxt).read(rows), pred.shape[1:]), pred,
-                           num_classes=model.num_parts, match="hungarian")
-            row["next"] = {"mean_part_iou": round(res["mean_part_iou"], 4),
-                           "foreground_iou": round(res["foreground_iou"], 4)}
+            row["next"] = label_fit(pred, LabelMaps(nxt).read(rows), model.num_parts, match="hungarian")
         results.append(row)
         print(json.dumps(row), flush=True)
     print("\n| round | labels fg / part | model fg / part | fit: pixel acc. / fg / part | next labels vs model: "

@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
                               "parsing_iou": predicted_parsing_quality(
                                   model, args.frames, index.index[index["subset"] == "test"].to_numpy(),
                                   device=device, max_frames=cfg.parsing_frames,
-                                  frames_per_batch=cfg.frames_per_batch)})
+                                  frames_per_batch=cfg.frames_per_batch,
+                                  layout_rows=index.index[index["subset"] == "train"].to_numpy())})
 
     return run_stage("extract_features", args, body)
 

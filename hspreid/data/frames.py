@@ -52,7 +52,7 @@ import zarr
 from hspreid.errors import UserError
 from hspreid.io import Progress, atomic_dir
 from hspreid.partmaps.regions import GROUND_TRUTH_NAMES, LIMB_NAMES, LIMB_TO_GROUND_TRUTH
-from hspreid.partmaps.scores import label_quality
+from hspreid.partmaps.scores import label_quality, mean_layout
 
 log = logging.getLogger("hspreid.frames")
 
@@ -422,13 +422,16 @@ class FrameStore:
         return {name: None if getattr(self, name) is None else self.read(rows, name)
                 for name in ("masks", "limbs", "keypoints")}
 
-    def label_quality(self, labels: np.ndarray, rows: np.ndarray, num_parts: int) -> dict | None:
+    def label_quality(self, labels: np.ndarray, rows: np.ndarray, num_parts: int,
+                      layout_rows: np.ndarray | None = None) -> dict | None:
         """:func:`~hspreid.partmaps.label_quality` of part label maps [n, h, w] of ``rows`` against this store's
-        ground truth (key points fitted on the identities of even pid, measured on the others); None where the
-        data set has no masks."""
+        ground truth (key points fitted on the identities of even pid, measured on the others), the mean layout
+        fitted on the masks of ``layout_rows`` (e.g. training frames; default: ``rows``); None where the data
+        set has no masks."""
         if self.masks is None:
             return None
-        return label_quality(labels, num_parts=num_parts, fit=self.read(rows, "pid") % 2 == 0,
+        layout = None if layout_rows is None else mean_layout(self.read(layout_rows, "masks"))
+        return label_quality(labels, num_parts=num_parts, fit=self.read(rows, "pid") % 2 == 0, layout=layout,
                              **self.ground_truth(rows))
 
     def read_encoded(self, rows: np.ndarray) -> list[np.ndarray]:

@@ -105,7 +105,8 @@ def part_iou(pred: np.ndarray, gt: np.ndarray, num_classes: int, *, match: str =
 
 
 def label_quality(labels: np.ndarray, masks: np.ndarray, num_parts: int, *, limbs: np.ndarray | None = None,
-                  keypoints: np.ndarray | None = None, fit: np.ndarray | None = None) -> dict:
+                  keypoints: np.ndarray | None = None, fit: np.ndarray | None = None,
+                  layout: np.ndarray | None = None) -> dict:
     """Parsing scores of label maps [N, h, w] (0 background, 1..num_parts-1 parts, as ISP's and HCGA's labels
     and part classifiers give them) against the ground truth of their frames, at the frames' resolution (the
     labels nearest-upsampled to the masks' H x W, so that grids of any size are scored alike); JSON-ready,
@@ -116,7 +117,8 @@ def label_quality(labels: np.ndarray, masks: np.ndarray, num_parts: int, *, limb
     ground truth, ``many_to_one_iou_limbs`` (``limbs`` [N, H, W]) and ``keypoint_error`` (``keypoints``
     [N, J, 3], fitted on the maps where ``fit``, measured on the others); ``stripes_own_foreground``: the same
     scores for num_parts-1 stripes of the labels' own foreground, the baseline parts must beat; ``mean_layout``:
-    the same scores for :func:`mean_layout` of these maps' ground truth, the best one map for all of them
+    the same scores for ``layout`` [H, W] (:func:`mean_layout` of the training frames' ground truth; default:
+    of these maps' own, e.g. when they are the training frames' pseudo labels), one map for every frame
     (labels that find each frame's person beat it on ``foreground_iou``)."""
     h, w = labels.shape[1:]
     masks = np.asarray(masks)
@@ -138,7 +140,7 @@ def label_quality(labels: np.ndarray, masks: np.ndarray, num_parts: int, *, limb
     stripes = stripe_labels(up.shape, num_parts - 1, up > 0)
     return {**scores(up), "grid": [h, w], "scored_at": list(masks.shape[1:]),
             "stripes_own_foreground": scores(stripes),
-            "mean_layout": scores(np.broadcast_to(mean_layout(masks), masks.shape))}
+            "mean_layout": scores(layout_maps(mean_layout(masks) if layout is None else layout, len(masks)))}
 
 
 def partition_scores(labels: np.ndarray, truth: np.ndarray, num_parts: int) -> dict[str, Any]:
@@ -262,12 +264,31 @@ def partitions(labels: np.ndarray, truth: np.ndarray, num_parts: int,
 
 
 def mean_layout(truth: np.ndarray) -> np.ndarray:
-    """The ground-truth label each pixel holds most often over maps [n, H, W] -> [H, W]: where people's parts
-    usually are, one fixed map for every frame. A partition scored with it knows the data set's framing and
-    nothing of the frame; a parsing that finds the person in each frame beats it on ``foreground_iou``."""
+    """The ground-truth label each pixel holds most often over maps [n, H, W] -> [H, W] (``IGNORE`` not counted):
+    where people's parts usually are, one fixed map for every frame. A partition scored with it knows the data
+    set's framing and nothing of the frame; a parsing that finds the person in each frame beats it on
+    ``foreground_iou``."""
     truth = np.asarray(truth)
-    counts = np.stack([(truth == g).sum(0) for g in range(int(truth.max(initial=0)) + 1)])
-    return counts.argmax(0).astype(truth.dtype)
+    values = np.array([v for v in np.unique(truth) if v != IGNORE] or [0], dtype=truth.dtype)
+    counts = np.stack([(truth == v).sum(0) for v in values])
+    return values[counts.argmax(0)]
+
+
+def layout_maps(layout: np.ndarray, n: int) -> np.ndarray:
+    """One layout [H, W] as the map of each of ``n`` frames: [n, H, W] (a read-only view, no copy)."""
+    return np.broadcast_to(layout, (n, *np.shape(layout)))
+
+
+def label_fit(pred: np.ndarray, labels: np.ndarray, num_parts: int, match: str = "fixed") -> dict[str, Any]:
+    """How far part maps ``pred`` [n, h, w] agree with reference labels [n, h', w'] (nearest-resized to h x w),
+    e.g. a part classifier's maps with the pseudo labels it was trained on (``match="fixed"``: the same ids) or
+    with labels clustered afresh (``"hungarian"``): pixel accuracy, per-label IoU (background first), their
+    mean over the parts and the foreground IoU, pixels labelled ``IGNORE`` left out; JSON-ready (None where
+    undefined)."""
+    res = part_iou(pred, resize_nearest(labels, pred.shape[1:]), num_classes=num_parts, match=match,
+                   ignore_index=IGNORE)
+    return {key: _rounded(res[key]) for key in ("pixel_accuracy", "mean_part_iou", "foreground_iou")} \
+        | {"iou": [_rounded(v) for v in res["iou"]]}
 
 
 def segmentation_quality(labels: np.ndarray, masks: np.ndarray, num_parts: int, *, limbs: np.ndarray | None = None,
@@ -293,7 +314,7 @@ def segmentation_quality(labels: np.ndarray, masks: np.ndarray, num_parts: int, 
     classes = {name: num_parts for name in maps}
     if split is not None and (np.asarray(split) == "train").any():
         layout = mean_layout(truth[np.asarray(split) == "train"])
-        maps["mean_layout"] = np.broadcast_to(layout, truth.shape)
+        maps["mean_layout"] = layout_maps(layout, len(truth))
         classes["mean_layout"] = max(num_parts, int(layout.max(initial=0)))
     if limbs is not None:
         classes["limbs"] = max(num_parts, int(limbs.max(initial=0)))

@@ -1,7 +1,7 @@
 """Prediction module of SS-HSP (section 3.2, Fig. 3): renders I'_{t+1} from I_t and the part motion.
 
 encoder (7x7 conv, two down-sampling blocks) -> deformation layer v'_s = O * f_w(v_s, G_hat) (eq. 3)
--> five residual blocks -> two up-sampling blocks -> 7x7 conv -> sigmoid.
+-> five residual blocks -> two up-sampling blocks -> 7x7 conv -> sigmoid (the numbers of blocks are options).
 """
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ class ResBlock(nn.Module):
 class FramePredictor(nn.Module):
     """(I_t [B,3,H,W] in [0,1], G_hat [B,h,w,2], O [B,1,h,w]) -> I'_{t+1} [B,3,H,W] in (0,1).
 
-    H and W must be divisible by 2**num_down; G_hat and O are resized to the feature resolution H/4 x W/4.
+    H and W must be divisible by 2**num_down; G_hat and O are resized to the feature resolution
+    H / 2**num_down x W / 2**num_down (H/4 x W/4 with the paper's two down-sampling blocks).
     """
 
     def __init__(self, base_channels: int = 64, max_channels: int = 512, num_down: int = 2, num_res_blocks: int = 5):
@@ -41,7 +42,7 @@ class FramePredictor(nn.Module):
         self.out = nn.Conv2d(widths[0], 3, 7, padding=3)
 
     def encode(self, source: torch.Tensor) -> torch.Tensor:
-        """v_s: features of I_t after the two down-sampling layers."""
+        """v_s: features of I_t after the ``num_down`` down-sampling blocks (two in the paper)."""
         return self.down(self.stem(source))
 
     @staticmethod

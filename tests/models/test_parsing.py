@@ -30,15 +30,3 @@ def test_parser_parts_are_folded_by_height(tiny_mars):
                                   bands=(0.1, 0.2, 0.3))
     assert shifted[0, :, 1].tolist() == [2, 2, 4, 4, 4, 4, 4, 4]
 
-
-def test_label_fit_compares_the_classifier_with_its_labels_at_the_classifiers_grid():
-    from hspreid.models.parsing import label_fit
-    from hspreid.partmaps import IGNORE
-
-    pred = np.array([[[0, 1], [0, 1], [0, 2], [0, 2]]], np.uint8)      # column 0 missed, column 1 right
-    labels = np.array([[[1], [2]]], np.uint8)                           # half the grid: rows 0-1 part 1, 2-3 part 2
-    fit = label_fit(pred, labels, 3)
-    assert fit["pixel_accuracy"] == 0.5 and fit["foreground_iou"] == 0.5
-    assert fit["iou"] == [0.0, 0.5, 0.5] and fit["mean_part_iou"] == 0.5
-    labels[0, 0, 0] = IGNORE                                            # the top half is left out
-    assert label_fit(pred, labels, 3)["iou"] == [0.0, None, 0.5]

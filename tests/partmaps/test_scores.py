@@ -165,3 +165,33 @@ def test_mean_layout_is_each_pixels_most_frequent_label_and_scores_as_one_fixed_
     assert layout["foreground_iou"] == 0.0 and q["test"]["model"]["foreground_iou"] == 1.0
     assert q["train"]["mean_layout"]["foreground_iou"] == 1.0
     assert "mean_layout" not in segmentation_quality(truth, truth, 2)    # no train maps to fit it on
+
+
+def test_label_fit_compares_maps_with_their_labels_at_the_maps_grid():
+    from hspreid.partmaps import IGNORE, label_fit
+
+    pred = np.array([[[0, 1], [0, 1], [0, 2], [0, 2]]], np.uint8)      # column 0 missed, column 1 right
+    labels = np.array([[[1], [2]]], np.uint8)                           # half the grid: rows 0-1 part 1, 2-3 part 2
+    fit = label_fit(pred, labels, 3)
+    assert fit["pixel_accuracy"] == 0.5 and fit["foreground_iou"] == 0.5
+    assert fit["iou"] == [0.0, 0.5, 0.5] and fit["mean_part_iou"] == 0.5
+    assert label_fit(pred, labels[:, ::-1], 3, match="hungarian")["iou"] == [0.0, 0.5, 0.5]   # ids swapped
+    assert label_fit(pred, labels[:, ::-1], 3)["mean_part_iou"] == 0.0                          # fixed ids
+    labels[0, 0, 0] = IGNORE                                            # the top half is left out
+    assert label_fit(pred, labels, 3)["iou"] == [0.0, None, 0.5]
+    labels[:] = IGNORE                                                  # nothing left: None, not NaN (JSON)
+    assert label_fit(pred, labels, 3)["pixel_accuracy"] is None
+
+
+def test_mean_layout_skips_ignored_pixels_and_label_quality_takes_a_layout_fitted_elsewhere():
+    from hspreid.partmaps import IGNORE, label_quality, mean_layout
+
+    truth = np.zeros((3, 4, 2), np.uint8)
+    truth[:, 0:2] = 1
+    truth[:2, 2:4, 0] = IGNORE                                          # mostly ignored: the next label wins
+    assert mean_layout(truth).tolist() == [[1, 1], [1, 1], [0, 0], [0, 0]]
+    shifted = np.zeros((2, 4, 2), np.uint8)
+    shifted[:, 2:4] = 1                                                 # frames whose person is lower
+    own = label_quality(shifted, shifted, 2)["mean_layout"]
+    elsewhere = label_quality(shifted, shifted, 2, layout=mean_layout(truth))["mean_layout"]
+    assert own["foreground_iou"] == 1.0 and elsewhere["foreground_iou"] == 0.0

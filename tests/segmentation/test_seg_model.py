@@ -70,6 +70,14 @@ def test_predictor_down_sets_the_resolution_the_motion_warps_at():
     assert model(src, torch.rand(2, 3, 64, 32))["prediction"].shape == (2, 3, 64, 32)
     with pytest.raises(UserError, match="predictor_down"):
         CoPartSegmenter(num_parts=2, **TINY, predictor_down=-1)
+    with pytest.raises(UserError, match="divisible by 8"):                # 3 blocks: H, W multiples of 8
+        CoPartSegmenter(num_parts=2, **TINY, predictor_down=3)(torch.rand(1, 3, 36, 16), torch.rand(1, 3, 36, 16))
+
+
+def test_detach_visibility_source_reaches_eq3():
+    src, drv = torch.rand(2, 3, 64, 32), torch.rand(2, 3, 64, 32)
+    assert CoPartSegmenter(num_parts=2, **TINY)(src, drv)["visibility"].requires_grad        # MCS: O trains M_t
+    assert not CoPartSegmenter(num_parts=2, **TINY, detach_visibility_source=True)(src, drv)["visibility"].requires_grad
 
 
 def test_identity_motion_at_init_predicts_from_unwarped_features():
