@@ -34,7 +34,8 @@ from hspreid.segmentation.store import segment_store, write_part_store
 from hspreid.stage import parse_params, run_stage, stage_parser
 
 
-SUMMARY_SCORES = ("mean_part_iou", "many_to_one_iou", "many_to_one_iou_limbs", "keypoint_error", "foreground_iou")
+SUMMARY_SCORES = ("mean_part_iou", "many_to_one_iou", "many_to_one_iou_limbs", "keypoint_error", "foreground_iou",
+                  "foreground_iou_off_layout")
 """The test frames' scores copied to the summary's top level (the model's, the stripes' and the training frames'
 mean layout's with a prefix)."""
 

@@ -274,6 +274,24 @@ def mean_layout(truth: np.ndarray) -> np.ndarray:
     return values[counts.argmax(0)]
 
 
+def _foreground_iou(labels: np.ndarray, truth: np.ndarray) -> float | None:
+    """IoU of "any part" (label > 0) against the true person (truth > 0, ``IGNORE`` left out), pooled over maps."""
+    care = truth != IGNORE
+    found, person = (labels > 0) & care, (truth > 0) & care
+    return _rounded((found & person).sum() / max(int((found | person).sum()), 1))
+
+
+def off_layout_frames(layout: np.ndarray, truth: np.ndarray, share: float = 0.25) -> np.ndarray:
+    """The ``share`` of maps [n, H, W] where the mean layout's maps (``layout`` [n, H, W]) find the true person
+    worst (per-map foreground IoU, lowest first; ties kept): where people stand off their usual place. A
+    partition's foreground IoU there (``foreground_iou_off_layout``) tells maps that follow each frame's person
+    from maps that learned the layout."""
+    care = truth != IGNORE
+    found, person = (layout > 0) & care, (truth > 0) & care
+    per_map = (found & person).sum((1, 2)) / np.maximum((found | person).sum((1, 2)), 1)
+    return per_map <= np.quantile(per_map, share) if len(per_map) else np.zeros(0, bool)
+
+
 def layout_maps(layout: np.ndarray, n: int) -> np.ndarray:
     """One layout [H, W] as the map of each of ``n`` frames: [n, H, W] (a read-only view, no copy)."""
     return np.broadcast_to(layout, (n, *np.shape(layout)))
@@ -305,7 +323,8 @@ def segmentation_quality(labels: np.ndarray, masks: np.ndarray, num_parts: int, 
     "test") it is {name: that dict for the maps of that name}, and with ``keypoints`` [n, J, 3] (x, y
     fractions, visibility) every split but "train" also gets ``keypoint_error``: the landmark regression of
     :func:`keypoint_error` fitted on the "train" maps. With "train" maps, the partitions include
-    ``mean_layout``: :func:`mean_layout` of their ground truth, the same map for every frame."""
+    ``mean_layout``: :func:`mean_layout` of their ground truth, the same map for every frame, and every
+    partition gets ``foreground_iou_off_layout``: its foreground IoU on :func:`off_layout_frames`."""
     truth = np.asarray(masks)
     grid = list(np.asarray(labels).shape[1:])
     labels = resize_nearest(labels, truth.shape[1:])                    # scored at the frames' resolution
@@ -321,11 +340,14 @@ def segmentation_quality(labels: np.ndarray, masks: np.ndarray, num_parts: int, 
 
     def scores(pick: np.ndarray) -> dict[str, Any]:
         out: dict[str, Any] = {"frames": int(pick.sum()), "grid": grid, "scored_at": list(truth.shape[1:])}
+        off = off_layout_frames(maps["mean_layout"][pick], truth[pick]) if "mean_layout" in maps else None
         for name, parts in maps.items():
             entry = partition_scores(parts[pick], truth[pick], classes[name])
             entry["many_to_one_iou"] = many_to_one_iou(parts[pick], truth[pick])["mean"]
             if limbs is not None:
                 entry["many_to_one_iou_limbs"] = many_to_one_iou(parts[pick], limbs[pick])["mean"]
+            if off is not None and off.any():
+                entry["foreground_iou_off_layout"] = _foreground_iou(parts[pick][off], truth[pick][off])
             out[name] = entry
         return out
 

@@ -195,3 +195,14 @@ def test_mean_layout_skips_ignored_pixels_and_label_quality_takes_a_layout_fitte
     own = label_quality(shifted, shifted, 2)["mean_layout"]
     elsewhere = label_quality(shifted, shifted, 2, layout=mean_layout(truth))["mean_layout"]
     assert own["foreground_iou"] == 1.0 and elsewhere["foreground_iou"] == 0.0
+
+
+def test_foreground_iou_off_layout_scores_the_frames_where_people_stand_off_their_usual_place():
+    truth = np.zeros((12, 8, 4), np.uint8)
+    truth[:, 0:4, 1:3] = 1                                       # the person in the top half ...
+    truth[[8, 11], 4:8, 1:3], truth[[8, 11], 0:4] = 1, 0         # ... but in two test frames in the bottom half
+    split = np.where(np.arange(12) < 8, "train", "test")
+    q = segmentation_quality(truth, truth, 1, split=split)["test"]
+    assert q["model"]["foreground_iou_off_layout"] == 1.0        # maps that follow the person
+    assert q["mean_layout"]["foreground_iou_off_layout"] == 0.0  # the layout misses them
+    assert q["mean_layout"]["foreground_iou"] == pytest.approx(1 / 3, abs=1e-4)   # 16 of 48 pixels, 4 test frames
