@@ -9,7 +9,7 @@ to ``--max-frames`` training frames (evenly spread, as the train stage scores th
 * ``labels r``: the labels against the ground truth (fg / part IoU, :func:`hspreid.partmaps.label_quality`);
 * ``model r``: the part classifier's maps (argmax of ``part_logits``) against the ground truth;
 * ``fit``: the classifier's maps against the labels it was trained on, at the classifier's grid, the same label
-  ids (:func:`hspreid.models.parsing.label_fit`: pixel accuracy, fg IoU, mean part IoU): does the parsing loss
+  ids (:func:`hspreid.partmaps.label_fit`: pixel accuracy, fg IoU, mean part IoU): does the parsing loss
   move the classifier to its labels?
 * ``next``: the labels of round r + 1, made from model r's maps by clustering, against that classifier's maps
   (Hungarian-matched mean part IoU, fg IoU): do the rounds converge on what the classifier learned?

@@ -274,11 +274,12 @@ def mean_layout(truth: np.ndarray) -> np.ndarray:
     return values[counts.argmax(0)]
 
 
-def _foreground_iou(labels: np.ndarray, truth: np.ndarray) -> float | None:
-    """IoU of "any part" (label > 0) against the true person (truth > 0, ``IGNORE`` left out), pooled over maps."""
+def _foreground_overlap(labels: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per map [n, H, W]: the intersection and the union of "any part" (label > 0) and the true person
+    (truth > 0), ``IGNORE`` left out -> two int arrays [n]."""
     care = truth != IGNORE
     found, person = (labels > 0) & care, (truth > 0) & care
-    return _rounded((found & person).sum() / max(int((found | person).sum()), 1))
+    return (found & person).sum((1, 2)), (found | person).sum((1, 2))
 
 
 def off_layout_frames(layout: np.ndarray, truth: np.ndarray, share: float = 0.25) -> np.ndarray:
@@ -286,9 +287,8 @@ def off_layout_frames(layout: np.ndarray, truth: np.ndarray, share: float = 0.25
     worst (per-map foreground IoU, lowest first; ties kept): where people stand off their usual place. A
     partition's foreground IoU there (``foreground_iou_off_layout``) tells maps that follow each frame's person
     from maps that learned the layout."""
-    care = truth != IGNORE
-    found, person = (layout > 0) & care, (truth > 0) & care
-    per_map = (found & person).sum((1, 2)) / np.maximum((found | person).sum((1, 2)), 1)
+    inter, union = _foreground_overlap(layout, truth)
+    per_map = inter / np.maximum(union, 1)
     return per_map <= np.quantile(per_map, share) if len(per_map) else np.zeros(0, bool)
 
 
@@ -331,8 +331,9 @@ def segmentation_quality(labels: np.ndarray, masks: np.ndarray, num_parts: int, 
     limbs = None if limbs is None else np.asarray(limbs)
     maps = partitions(labels, truth, num_parts, limbs)
     classes = {name: num_parts for name in maps}
-    if split is not None and (np.asarray(split) == "train").any():
-        layout = mean_layout(truth[np.asarray(split) == "train"])
+    split = None if split is None else np.asarray(split)
+    if split is not None and (split == "train").any():
+        layout = mean_layout(truth[split == "train"])
         maps["mean_layout"] = layout_maps(layout, len(truth))
         classes["mean_layout"] = max(num_parts, int(layout.max(initial=0)))
     if limbs is not None:
@@ -347,13 +348,13 @@ def segmentation_quality(labels: np.ndarray, masks: np.ndarray, num_parts: int, 
             if limbs is not None:
                 entry["many_to_one_iou_limbs"] = many_to_one_iou(parts[pick], limbs[pick])["mean"]
             if off is not None and off.any():
-                entry["foreground_iou_off_layout"] = _foreground_iou(parts[pick][off], truth[pick][off])
+                inter, union = _foreground_overlap(parts[pick][off], truth[pick][off])
+                entry["foreground_iou_off_layout"] = _rounded(inter.sum() / max(int(union.sum()), 1))
             out[name] = entry
         return out
 
     if split is None:
         return scores(np.ones(len(labels), bool))
-    split = np.asarray(split)
     result = {str(name): scores(split == name) for name in np.unique(split)}
     if keypoints is not None:
         fit = split == "train"

@@ -71,7 +71,8 @@ def background_visibility(masks_src: torch.Tensor, masks_tgt: torch.Tensor,
     Low where the target shows background but the source had a body part at the same place (that
     background is hidden in I_t, so the warped source features are unreliable there). With
     ``detach_target`` no gradient flows through the target background mask, as in MCS's code
-    (``1 - fg_s * (1 - fg_t.detach())``); the value is the same either way.
+    (``1 - fg_s * (1 - fg_t.detach())``); with ``detach_source`` none flows through M_t either, so O trains
+    no map; the value is the same either way.
     """
     bg_tgt = masks_tgt[:, :1]
     if detach_target:
