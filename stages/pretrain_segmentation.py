@@ -13,7 +13,8 @@ reconstruction, loss weights, background_motion, ...; the stage's defaults are `
 over the class's paper-literal ones) and the training options of ``TRAIN_DEFAULTS`` (steps or epochs,
 batch_size, gap, lr, lr_step, ..., labels; hspreid/segmentation/pretrain.py); an unknown key is an error. The summary JSON: steps, seconds, train throughput (frame pairs/s), inference throughput
 (frames/s), the final loss terms and, where the store holds ground-truth part masks, the Hungarian-matched
-part IoU of the maps beside K horizontal stripes (per subset).
+part IoU of the maps beside K horizontal stripes (per subset), and with ``quality_every`` the test frames' scores
+every that many steps of training (``curve``: the model's part quality against steps).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from hspreid.data.frames import FrameStore
 from hspreid.distributed import join, leave
 from hspreid.errors import UserError
 from hspreid.io import log, write_json
-from hspreid.partmaps import segmentation_quality
+from hspreid.segmentation.model import CoPartSegmenter
 from hspreid.segmentation.pretrain import pretrain_from_store, split_params
 from hspreid.segmentation.store import segment_store, write_part_store
 from hspreid.stage import parse_params, run_stage, stage_parser
@@ -55,9 +56,22 @@ def main(argv: list[str] | None = None) -> int:
         store, index = FrameStore(args.frames), pd.read_parquet(args.index)
         if len(index) != len(store):
             raise UserError(f"{args.index}: {len(index)} rows but {args.frames} holds {len(store)} frames")
+        subset = index["subset"].to_numpy()
+        every = max(1, len(store) // train["quality_frames"]) if train["quality_frames"] else 0
+        scored = np.arange(0, len(store), every) if store.masks is not None and every else None
+
+        def test_scores(segmenter: CoPartSegmenter) -> dict:
+            """The test frames' scores of the maps of the scored rows (a point of the training curve)."""
+            labels = np.concatenate([block for _, block in segment_store(
+                segmenter, store, scored, batch_size=train["infer_batch_size"], rule=train["labels"])])
+            q = store.segmentation_quality(labels, scored, segmenter.num_parts, subset[scored])
+            model_scores = q.get("test", {}).get("model", {}) if q else {}
+            return {key: model_scores.get(key) for key in SUMMARY_SCORES}
+
         world, device = join(args.device)
         model, result = pretrain_from_store(store, index, model_params, train, device=device, seed=args.seed,
-                                            checkpoint=args.model_out, world=world)
+                                            checkpoint=args.model_out, world=world,
+                                            evaluate=test_scores if scored is not None else None)
         leave(world)
         if not world.main:                # rank 0 segments the store and writes the outputs
             return
@@ -65,14 +79,12 @@ def main(argv: list[str] | None = None) -> int:
                  result["seconds"], result["pairs_per_s"])
 
         timing: dict[str, float] = {}
-        subset = index["subset"].to_numpy()
         kept: dict[str, list[np.ndarray]] = {"labels": [], "rows": []}
-        every = max(1, len(store) // train["quality_frames"]) if train["quality_frames"] else 0
 
         def blocks():
             for rows, labels in segment_store(model, store, batch_size=train["infer_batch_size"], device=device,
                                               timing=timing, rule=train["labels"]):
-                if store.masks is not None and every:
+                if scored is not None:
                     pick = rows % every == 0
                     kept["labels"].append(labels[pick])
                     kept["rows"].append(rows[pick])
@@ -85,9 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             nonlocal quality
             if kept["rows"]:
                 labels, rows = np.concatenate(kept["labels"]), np.concatenate(kept["rows"])
-                truth = store.ground_truth(rows)
-                quality = segmentation_quality(labels, truth["masks"], model.num_parts, limbs=truth["limbs"],
-                                               keypoints=truth["keypoints"], split=subset[rows])
+                quality = store.segmentation_quality(labels, rows, model.num_parts, subset[rows])
             return {"num_parts": model.num_parts, "seg_size": list(model.seg_size), "model": str(args.model_out),
                     "labels": train["labels"],
                     "frames": str(args.frames), "config": model.config, "steps": result["steps"],
@@ -106,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             "inference_wall_seconds": round(infer_wall, 2),
             "final_loss": {k: round(float(v), 5) for k, v in result["final"].items() if k not in ("step", "lr")},
             "history": result["history"], "quality": quality,
+            "curve": result["curve"], "curve_seconds": result["curve_seconds"],
         }
         if quality and "test" in quality:
             q = quality["test"]

@@ -52,7 +52,7 @@ import zarr
 from hspreid.errors import UserError
 from hspreid.io import Progress, atomic_dir
 from hspreid.partmaps.regions import GROUND_TRUTH_NAMES, LIMB_NAMES, LIMB_TO_GROUND_TRUTH
-from hspreid.partmaps.scores import label_quality, mean_layout
+from hspreid.partmaps.scores import label_quality, mean_layout, segmentation_quality
 
 log = logging.getLogger("hspreid.frames")
 
@@ -421,6 +421,15 @@ class FrameStore:
         what the data set does not have)."""
         return {name: None if getattr(self, name) is None else self.read(rows, name)
                 for name in ("masks", "limbs", "keypoints")}
+
+    def segmentation_quality(self, labels: np.ndarray, rows: np.ndarray, num_parts: int,
+                             split: np.ndarray | None = None) -> dict | None:
+        """:func:`~hspreid.partmaps.segmentation_quality` of part label maps [n, h, w] of ``rows`` against this
+        store's ground truth (``split``: a name per map, e.g. the rows' subsets); None where the data set has no
+        masks."""
+        if self.masks is None:
+            return None
+        return segmentation_quality(labels, num_parts=num_parts, split=split, **self.ground_truth(rows))
 
     def label_quality(self, labels: np.ndarray, rows: np.ndarray, num_parts: int,
                       layout_rows: np.ndarray | None = None) -> dict | None:

@@ -33,6 +33,8 @@ log = logging.getLogger("hspreid.segmentation")
 
 FixedMasks = Callable[[np.ndarray, np.ndarray], tuple[torch.Tensor, torch.Tensor]]
 """Ground-truth part maps of I_t and I_{t+1} (uint8 [B, H, W] each) -> fixed segmentation maps (M_t, M_{t+1})."""
+Evaluate = Callable[[CoPartSegmenter], dict[str, Any]]
+"""A reading of the segmenter during training (e.g. its part scores on held-out frames) -> JSON-able values."""
 
 
 def consecutive_pairs(index: pd.DataFrame, subset: str | None = "train", gap: int = 1) -> np.ndarray:
@@ -139,12 +141,15 @@ class SegmenterTraining:
     labels: Literal["argmax", "foreground"] = "argmax"   # part maps: argmax | foreground (parts > background first)
     infer_batch_size: int = 256     # frames per batch when segmenting the store
     quality_frames: int = 4000      # about this many frames are scored against ground-truth masks (0: none)
+    quality_every: int | None = None  # steps between readings of those scores during training (null: none)
     nproc_per_node: int = 1         # training processes (torchrun); each draws its own batch_size pairs per step
 
     def __post_init__(self) -> None:
         for key in ("batch_size", "gap", "log_every", "infer_batch_size"):
             if getattr(self, key) < 1:
                 raise UserError(f"segmentation.{key}: expected an integer >= 1, got {getattr(self, key)!r}")
+        if self.quality_every is not None and self.quality_every < 1:
+            raise UserError(f"segmentation.quality_every: expected an integer >= 1 or null, got {self.quality_every!r}")
         if self.steps is None and self.epochs <= 0:
             raise UserError(f"segmentation: set steps (>= 1) or epochs (> 0), got epochs {self.epochs!r}")
 
@@ -184,10 +189,12 @@ def split_params(params: dict[str, Any], where: str = "segmentation") -> tuple[d
 def pretrain_from_store(store: FrameStore | str | Path, index: pd.DataFrame, model_params: dict[str, Any],
                         train: dict[str, Any], *, device: str | torch.device = "cpu", seed: int = 0,
                         checkpoint: str | Path | None = None, masks: FixedMasks | None = None,
-                        truth: str = "masks", world: World = World()) -> tuple[CoPartSegmenter, dict[str, Any]]:
+                        truth: str = "masks", world: World = World(),
+                        evaluate: Evaluate | None = None) -> tuple[CoPartSegmenter, dict[str, Any]]:
     """Build a ``CoPartSegmenter(**model_params)`` and pre-train it on the (t, t + gap) pairs of the training
     tracklets of ``store`` with the options ``train`` (see ``TRAIN_DEFAULTS``); ``masks``: fixed segmentation
-    maps (see ``FramePairSampler``). Returns (model, result of ``pretrain_segmenter`` plus "pairs",
+    maps (see ``FramePairSampler``); ``evaluate``: read every ``train["quality_every"]`` steps (see
+    ``pretrain_segmenter``). Returns (model, result of ``pretrain_segmenter`` plus "pairs",
     "pairs_per_s", "epochs"). In a ``world`` of N processes each draws its own ``batch_size`` pairs per step,
     so an epoch takes N times fewer steps."""
     train = {**TRAIN_DEFAULTS, **train}
@@ -208,7 +215,8 @@ def pretrain_from_store(store: FrameStore | str | Path, index: pd.DataFrame, mod
                                 lr_step=lr_step, lr_gamma=train["lr_gamma"], device=device, seed=seed,
                                 log_every=train["log_every"], checkpoint=checkpoint,
                                 checkpoint_every=train["checkpoint_every"], geo_warmup=train["geo_warmup"],
-                                part_warmup=train["part_warmup"], world=world)
+                                part_warmup=train["part_warmup"], world=world, evaluate=evaluate,
+                                evaluate_every=train["quality_every"])
     result.update(pairs=int(len(sampler.pairs)), epochs=epochs,
                   pairs_per_s=steps * train["batch_size"] * world.size / max(result["seconds"], 1e-9))
     return model, result
@@ -237,7 +245,8 @@ def pretrain_segmenter(model: CoPartSegmenter, pairs: Iterable[Sequence[torch.Te
                        betas: tuple[float, float] = (0.9, 0.999), lr_step: int | None = None, lr_gamma: float = 0.1,
                        device: str | torch.device = "cpu", seed: int = 0, log_every: int = 50,
                        checkpoint: str | Path | None = None, checkpoint_every: int | None = None,
-                       geo_warmup: float = 0.0, part_warmup: float = 0.0, world: World = World()) -> dict[str, Any]:
+                       geo_warmup: float = 0.0, part_warmup: float = 0.0, world: World = World(),
+                       evaluate: Evaluate | None = None, evaluate_every: int | None = None) -> dict[str, Any]:
     """Train ``model`` on batches ``(I_t, I_{t+1})`` (or ``(I_t, I_{t+1}, (M_t, M_{t+1}))`` with fixed
     segmentation maps, see ``FramePairSampler``) from ``pairs`` for ``steps`` optimiser steps (or ``epochs``
     passes over a finite loader with ``len``). Adam with the paper's lr 3e-4 and weight decay 5e-4; the lr is
@@ -250,7 +259,11 @@ def pretrain_segmenter(model: CoPartSegmenter, pairs: Iterable[Sequence[torch.Te
     ``merge_parts``): the maps learn where the person is, whose motion eq. 6 pays for most, before the parts
     split it (with K separate motions from the start they lose their mass to the background). The equivariance
     transforms are drawn from a generator seeded with ``seed``; batches come in ``pairs``' own (seeded) order.
-    Returns {"history": [per-log-window means], "steps", "seconds", "final": last window}.
+    ``evaluate(model)`` is read before the first step, every ``evaluate_every`` steps and after the last (on
+    rank 0, the model in eval mode without gradients, then back in training mode): it must not draw random numbers, so the training is the
+    same with or without it. Its seconds are left out of ``seconds``.
+    Returns {"history": [per-log-window means], "steps", "seconds", "final": last window,
+    "curve": [{"step", **evaluate(model)}] (empty without ``evaluate``), "curve_seconds"}.
 
     In a ``world`` of several processes each rank feeds its own ``pairs`` (seed them per rank), the gradients
     are averaged over the ranks (DistributedDataParallel over the whole step, losses included), the logged means
@@ -274,6 +287,23 @@ def pretrain_segmenter(model: CoPartSegmenter, pairs: Iterable[Sequence[torch.Te
     sched = torch.optim.lr_scheduler.StepLR(opt, lr_step, lr_gamma) if lr_step else None
     history: list[dict[str, float]] = []
     window: dict[str, float] = {}
+    curve: list[dict[str, Any]] = []
+    curve_seconds = 0.0
+
+    def read_curve(step: int) -> None:
+        nonlocal curve_seconds
+        if evaluate is None or not evaluate_every or not world.main:
+            return
+        if step % evaluate_every and step != steps:
+            return
+        t = time.monotonic()
+        model.eval()
+        with torch.no_grad():
+            curve.append({"step": step, **evaluate(model)})
+        model.train()
+        curve_seconds += time.monotonic() - t
+
+    read_curve(0)
     t0 = time.monotonic()
     batches = _batches(pairs)
     for step in range(1, steps + 1):
@@ -296,14 +326,16 @@ def pretrain_segmenter(model: CoPartSegmenter, pairs: Iterable[Sequence[torch.Te
             row = {"step": step, "lr": opt.param_groups[0]["lr"], **world.mean({k: v / n for k, v in window.items()})}
             history.append(row)
             window = {}
-            elapsed = time.monotonic() - t0
+            elapsed = time.monotonic() - t0 - curve_seconds
             log.info("segmenter step %d/%d: loss %.4f (rec %.4f, equ %.4f, geo %.4f), %.2f steps/s, ETA %.0f s",
                      step, steps, row["total"], row["rec"], row["equ"], row["geo"], step / elapsed,
                      (steps - step) * elapsed / step)
         if checkpoint is not None and checkpoint_every and step % checkpoint_every == 0 and step < steps and world.main:
             save_checkpoint(model, checkpoint, step=step, history=history)
-    seconds = time.monotonic() - t0
+        read_curve(step)
+    seconds = time.monotonic() - t0 - curve_seconds
     if checkpoint is not None and world.main:
         save_checkpoint(model, checkpoint, step=steps, history=history, seconds=seconds)
     return {"history": history, "steps": steps, "seconds": round(seconds, 2),
-            "final": history[-1] if history else {"total": math.nan}}
+            "final": history[-1] if history else {"total": math.nan},
+            "curve": curve, "curve_seconds": round(curve_seconds, 2)}

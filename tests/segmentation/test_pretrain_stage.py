@@ -66,20 +66,26 @@ def test_stage_trains_segments_every_frame_and_scores(tiny_mars, tmp_path):
     assert summary["mean_part_iou"] == q["model"]["mean_part_iou"]
     assert "train" in summary["quality"]
     assert "segmenter step 2/3" in (out / "log.txt").read_text()               # periodic progress lines
+    assert summary["curve"] == []                                              # quality_every: null
 
 
 @pytest.mark.usefixtures("index_file")
-def test_stage_is_deterministic_in_its_seed(tiny_mars, tmp_path):
+def test_stage_is_deterministic_in_its_seed_with_or_without_its_curve(tiny_mars, tmp_path):
     params = {**TINY, "steps": 2}
     maps = []
-    for name in ("a", "b"):
-        rc, out = _run(tiny_mars, tmp_path, params, name)
+    for name, every in (("a", None), ("b", 1)):
+        rc, out = _run(tiny_mars, tmp_path, {**params, "quality_every": every}, name)
         assert rc == 0
         maps.append(zarr.open_group(str(out / "parsing.zarr"), mode="r")["labels"][...])
         sd = torch.load(out / "segmenter.pt", weights_only=False)["state_dict"]
         maps.append(sd["unet.head.weight"])
     np.testing.assert_array_equal(maps[0], maps[2])
     assert torch.equal(maps[1], maps[3])
+    summary = json.loads((out / "segmentation.json").read_text())   # run b: the test scores against steps
+    assert [point["step"] for point in summary["curve"]] == [0, 1, 2]
+    assert {k: v for k, v in summary["curve"][-1].items() if k != "step"} == {
+        key: summary[key] for key in pretrain_segmentation.SUMMARY_SCORES}    # its last point: the final maps'
+    assert summary["curve"][0] != summary["curve"][-1]
 
 
 @pytest.mark.usefixtures("index_file")

@@ -197,6 +197,32 @@ def test_pretrain_overfits_a_fixed_pair_batch_and_is_deterministic(tmp_path):
     np.testing.assert_array_equal(loaded.segment(src)["labels"].numpy(), model.segment(src)["labels"].numpy())
 
 
+def test_pretrain_curve_reads_the_model_without_changing_its_training():
+    g = torch.Generator().manual_seed(0)
+    src = torch.rand(2, 3, 32, 16, generator=g)
+    drv = torch.roll(src, 1, dims=-1)
+    states, readings = [], []
+
+    def evaluate(model):
+        assert not model.training and not torch.is_grad_enabled()       # batch norm statistics stay as they are
+        readings.append(float(model.segment(src)["masks"][:, 0].mean()))
+        return {"background": readings[-1]}
+
+    for with_curve in (True, False):
+        torch.manual_seed(0)
+        model = CoPartSegmenter(num_parts=3, **TINY)
+        result = pretrain_segmenter(model, [(src, drv)], steps=5, lr=3e-3, log_every=5, seed=0,
+                                    evaluate=evaluate if with_curve else None, evaluate_every=2)
+        assert model.training
+        states.append(model.state_dict())
+        if with_curve:
+            assert [c["step"] for c in result["curve"]] == [0, 2, 4, 5]     # before, every 2 steps, the last
+            assert [c["background"] for c in result["curve"]] == readings and result["curve_seconds"] >= 0
+        else:
+            assert result["curve"] == []
+    assert all(torch.equal(a, b) for a, b in zip(states[0].values(), states[1].values()))
+
+
 def test_pretrain_rejects_bad_steps():
     model = CoPartSegmenter(num_parts=2, **TINY)
     with pytest.raises(UserError, match="steps"):
