@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         infer_wall = time.monotonic() - t0
         summary = {
             "model": str(args.model_out), "parsing": str(args.parsing_out), "frames": len(store),
-            "device": str(device), "num_parts": model.num_parts, "seg_size": list(size),
+            "device": str(device), "seed": args.seed, "num_parts": model.num_parts, "seg_size": list(size),
             "params": {**model_params, **train},
             "steps": result["steps"], "epochs": result.get("epochs"), "seconds": result["seconds"],
             "train_pairs": result["pairs"], "train_pairs_per_s": round(result["pairs_per_s"], 2),

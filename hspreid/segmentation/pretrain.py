@@ -63,10 +63,16 @@ class FramePairSampler:
     [B, H, W] each, from the store's ``truth`` array: "masks", or "limbs" for the pieces that move rigidly)
     returning fixed segmentation maps (M_t, M_{t+1}), which
     each batch then carries as its third element (see ``CoPartSegmenter.forward``).
+
+    Pair augmentation (not in the paper; off by default): ``flip``, the probability that a pair is mirrored,
+    and ``shift``, the most pixels by which a pair is translated in each direction (edge pixels repeated). Both
+    frames of a pair (and their ground truth) move together, so the motion between them is kept while the
+    prediction module sees fewer repeats of the same pair (the demo's 3,287 training pairs are otherwise
+    memorised within a few epochs). Their draws come from a stream of their own: the pairs drawn are the same.
     """
 
     def __init__(self, store: FrameStore | str | Path, pairs: np.ndarray, batch_size: int = 16, seed: int = 0,
-                 masks: FixedMasks | None = None, truth: str = "masks"):
+                 masks: FixedMasks | None = None, truth: str = "masks", flip: float = 0.0, shift: int = 0):
         self.store = store if isinstance(store, FrameStore) else FrameStore(store)
         self.pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
         if len(self.pairs) == 0:
@@ -76,25 +82,54 @@ class FramePairSampler:
         if masks is not None and getattr(self.store, truth, None) is None:
             raise UserError(f"{self.store.path}: fixed segmentation maps need the ground-truth {truth!r}, "
                             f"and this frame store has none")
+        if not 0 <= flip <= 1 or shift < 0:
+            raise UserError(f"segmentation pair augmentation: expected pair_flip in [0, 1] and pair_shift >= 0, "
+                            f"got {flip!r} and {shift!r}")
         self.batch_size, self.seed, self.masks, self.truth = batch_size, seed, masks, truth
+        self.flip, self.shift = flip, int(shift)
 
     @classmethod
     def from_index(cls, store: FrameStore | str | Path, index: pd.DataFrame, subset: str | None = "train",
                    gap: int = 1, batch_size: int = 16, seed: int = 0,
-                   masks: FixedMasks | None = None, truth: str = "masks") -> "FramePairSampler":
-        return cls(store, consecutive_pairs(index, subset, gap), batch_size, seed, masks, truth)
+                   masks: FixedMasks | None = None, truth: str = "masks", flip: float = 0.0,
+                   shift: int = 0) -> "FramePairSampler":
+        return cls(store, consecutive_pairs(index, subset, gap), batch_size, seed, masks, truth, flip, shift)
 
     def __iter__(self) -> Iterator[tuple]:
         rng = np.random.default_rng(self.seed)
+        moves = np.random.default_rng([self.seed, 1])                  # the augmentation's own stream
         while True:
             rows = self.pairs[rng.integers(0, len(self.pairs), self.batch_size)].reshape(-1)
-            frames = frames_to_tensor(self.store.read(rows))
+            images = self.store.read(rows)
+            images = self._augment(images.reshape(self.batch_size, 2, *images.shape[1:]), moves)
+            frames = frames_to_tensor(images.reshape(-1, *images.shape[2:]))
             frames = frames.view(self.batch_size, 2, *frames.shape[1:])
             if self.masks is None:
                 yield frames[:, 0], frames[:, 1]
             else:
                 truth = self.store.read(rows, self.truth).reshape(self.batch_size, 2, *frames.shape[-2:])
+                truth = self._augment(truth, moves, replay=True)
                 yield frames[:, 0], frames[:, 1], self.masks(truth[:, 0], truth[:, 1])
+
+    def _augment(self, pairs: np.ndarray, moves: np.random.Generator, replay: bool = False) -> np.ndarray:
+        """Mirror and translate each pair [B, 2, H, W, ...] as one (``replay``: the last draws again, for the
+        pairs' ground truth)."""
+        if not self.flip and not self.shift:
+            return pairs
+        if not replay:
+            self._draw = (moves.random(len(pairs)) < self.flip,
+                          moves.integers(-self.shift, self.shift + 1, (len(pairs), 2)))
+        flips, offsets = self._draw
+        out = pairs.copy()
+        out[flips] = out[flips][:, :, :, ::-1]
+        if self.shift:
+            s = self.shift
+            pad = [(0, 0), (0, 0), (s, s), (s, s)] + [(0, 0)] * (pairs.ndim - 4)
+            padded = np.pad(out, pad, mode="edge")
+            h, w = pairs.shape[2:4]
+            for i, (dy, dx) in enumerate(offsets):
+                out[i] = padded[i, :, s - dy:s - dy + h, s - dx:s - dx + w]
+        return out
 
 
 def split_batch(batch: Sequence, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor, Any]:
@@ -143,6 +178,8 @@ class SegmenterTraining:
     quality_frames: int = 4000      # about this many frames are scored against ground-truth masks (0: none)
     quality_every: int | None = None  # steps between readings of those scores during training (null: none)
     nproc_per_node: int = 1         # training processes (torchrun); each draws its own batch_size pairs per step
+    pair_flip: float = 0.0          # probability that a training pair is mirrored (both frames; not in the paper)
+    pair_shift: int = 0             # most pixels a training pair is translated by (both frames; not in the paper)
 
     def __post_init__(self) -> None:
         for key in ("batch_size", "gap", "log_every", "infer_batch_size"):
@@ -202,7 +239,8 @@ def pretrain_from_store(store: FrameStore | str | Path, index: pd.DataFrame, mod
     model = CoPartSegmenter(**model_params)
     sampler = FramePairSampler.from_index(store, index, subset="train", gap=train["gap"],
                                           batch_size=train["batch_size"], seed=rank_seed(seed, world.rank),
-                                          masks=masks, truth=truth)
+                                          masks=masks, truth=truth, flip=train["pair_flip"],
+                                          shift=train["pair_shift"])
     per_epoch = math.ceil(len(sampler.pairs) / (train["batch_size"] * world.size))
     if train["steps"] is not None:
         steps, epochs = int(train["steps"]), None

@@ -177,6 +177,33 @@ def test_frame_pair_sampler_reads_consecutive_frames(tiny_mars):
     assert (index["subset"].to_numpy()[rows[:, 0]] == "train").all()
 
 
+def test_frame_pair_sampler_mirrors_and_shifts_both_frames_of_a_pair_alike(tiny_mars):
+    index, frames = tiny_mars["index"], tiny_mars["frames"]
+    keep = lambda a, b: (torch.as_tensor(a), torch.as_tensor(b))         # noqa: E731  (the ground truth as is)
+
+    def batch(**aug):
+        return next(iter(FramePairSampler.from_index(frames, index, batch_size=6, seed=3, masks=keep, **aug)))
+
+    plain = batch()
+    mirrored = batch(flip=1.0)                                           # the same pairs, every one mirrored
+    for a, b in zip(plain[:2] + plain[2], mirrored[:2] + mirrored[2]):
+        assert torch.equal(a.flip(-1), b)
+    shifted = batch(shift=2)
+    moved = 0
+    for i in range(6):
+        found = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                 if torch.equal(shifted[0][i, :, 2:-2, 2:-2], plain[0][i, :, 2 - dy:30 - dy, 2 - dx:14 - dx])]
+        assert found, "the source frame is a shift of the plain one"
+        dy, dx = found[0]
+        moved += (dy, dx) != (0, 0)
+        assert torch.equal(shifted[1][i, :, 2:-2, 2:-2], plain[1][i, :, 2 - dy:30 - dy, 2 - dx:14 - dx])
+        for t in range(2):                                               # the ground truth moves with its frame
+            assert torch.equal(shifted[2][t][i, 2:-2, 2:-2], plain[2][t][i, 2 - dy:30 - dy, 2 - dx:14 - dx])
+    assert moved >= 3
+    with pytest.raises(UserError, match="pair_flip"):
+        FramePairSampler.from_index(frames, index, flip=1.5)
+
+
 def test_pretrain_overfits_a_fixed_pair_batch_and_is_deterministic(tmp_path):
     g = torch.Generator().manual_seed(0)
     src = torch.rand(2, 3, 32, 16, generator=g)
