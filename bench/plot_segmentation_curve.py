@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import _common  # noqa: F401  (puts the repository first on sys.path)
+
 from hspreid.io import write_json
 
 PANELS = (("foreground_iou", "foreground IoU"), ("many_to_one_iou", "many-to-one IoU (regions)"),

@@ -298,8 +298,8 @@ def pretrain_segmenter(model: CoPartSegmenter, pairs: Iterable[Sequence[torch.Te
     split it (with K separate motions from the start they lose their mass to the background). The equivariance
     transforms are drawn from a generator seeded with ``seed``; batches come in ``pairs``' own (seeded) order.
     ``evaluate(model)`` is read before the first step, every ``evaluate_every`` steps and after the last (on
-    rank 0, the model in eval mode without gradients, then back in training mode): it must not draw random numbers, so the training is the
-    same with or without it. Its seconds are left out of ``seconds``.
+    rank 0, the model in eval mode without gradients, then back in training mode): it must not draw random
+    numbers, so the training is the same with or without it. Its seconds are left out of ``seconds``.
     Returns {"history": [per-log-window means], "steps", "seconds", "final": last window,
     "curve": [{"step", **evaluate(model)}] (empty without ``evaluate``), "curve_seconds"}.
 

@@ -179,7 +179,8 @@ def test_frame_pair_sampler_reads_consecutive_frames(tiny_mars):
 
 def test_frame_pair_sampler_mirrors_and_shifts_both_frames_of_a_pair_alike(tiny_mars):
     index, frames = tiny_mars["index"], tiny_mars["frames"]
-    keep = lambda a, b: (torch.as_tensor(a), torch.as_tensor(b))         # noqa: E731  (the ground truth as is)
+    def keep(a, b):                                                      # the ground truth as is
+        return torch.as_tensor(a), torch.as_tensor(b)
 
     def batch(**aug):
         return next(iter(FramePairSampler.from_index(frames, index, batch_size=6, seed=3, masks=keep, **aug)))
