@@ -173,6 +173,7 @@ class SegmenterTraining:
     checkpoint_every: int | None = None  # steps between intermediate checkpoints (null: only the final one)
     geo_warmup: float = 0.0         # fraction of the steps over which lambda_geo ramps up from 0
     part_warmup: float = 0.0        # fraction of the steps during which the K parts move as one (their union)
+    grad_clip: float | None = None  # the gradients' global L2 norm is clipped to this (null: never; not in the paper)
     labels: Literal["argmax", "foreground"] = "argmax"   # part maps: argmax | foreground (parts > background first)
     infer_batch_size: int = 256     # frames per batch when segmenting the store
     quality_frames: int = 4000      # about this many frames are scored against ground-truth masks (0: none)
@@ -185,6 +186,8 @@ class SegmenterTraining:
         for key in ("batch_size", "gap", "log_every", "infer_batch_size"):
             if getattr(self, key) < 1:
                 raise UserError(f"segmentation.{key}: expected an integer >= 1, got {getattr(self, key)!r}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise UserError(f"segmentation.grad_clip: expected a norm > 0 or null, got {self.grad_clip!r}")
         if self.quality_every is not None and self.quality_every < 1:
             raise UserError(f"segmentation.quality_every: expected an integer >= 1 or null, got {self.quality_every!r}")
         if self.steps is None and self.epochs <= 0:
@@ -253,7 +256,8 @@ def pretrain_from_store(store: FrameStore | str | Path, index: pd.DataFrame, mod
                                 lr_step=lr_step, lr_gamma=train["lr_gamma"], device=device, seed=seed,
                                 log_every=train["log_every"], checkpoint=checkpoint,
                                 checkpoint_every=train["checkpoint_every"], geo_warmup=train["geo_warmup"],
-                                part_warmup=train["part_warmup"], world=world, evaluate=evaluate,
+                                part_warmup=train["part_warmup"], grad_clip=train["grad_clip"], world=world,
+                                evaluate=evaluate,
                                 evaluate_every=train["quality_every"])
     result.update(pairs=int(len(sampler.pairs)), epochs=epochs,
                   pairs_per_s=steps * train["batch_size"] * world.size / max(result["seconds"], 1e-9))
@@ -283,7 +287,8 @@ def pretrain_segmenter(model: CoPartSegmenter, pairs: Iterable[Sequence[torch.Te
                        betas: tuple[float, float] = (0.9, 0.999), lr_step: int | None = None, lr_gamma: float = 0.1,
                        device: str | torch.device = "cpu", seed: int = 0, log_every: int = 50,
                        checkpoint: str | Path | None = None, checkpoint_every: int | None = None,
-                       geo_warmup: float = 0.0, part_warmup: float = 0.0, world: World = World(),
+                       geo_warmup: float = 0.0, part_warmup: float = 0.0, grad_clip: float | None = None,
+                       world: World = World(),
                        evaluate: Evaluate | None = None, evaluate_every: int | None = None) -> dict[str, Any]:
     """Train ``model`` on batches ``(I_t, I_{t+1})`` (or ``(I_t, I_{t+1}, (M_t, M_{t+1}))`` with fixed
     segmentation maps, see ``FramePairSampler``) from ``pairs`` for ``steps`` optimiser steps (or ``epochs``
@@ -297,6 +302,8 @@ def pretrain_segmenter(model: CoPartSegmenter, pairs: Iterable[Sequence[torch.Te
     ``merge_parts``): the maps learn where the person is, whose motion eq. 6 pays for most, before the parts
     split it (with K separate motions from the start they lose their mass to the background). The equivariance
     transforms are drawn from a generator seeded with ``seed``; batches come in ``pairs``' own (seeded) order.
+    ``grad_clip``: the gradients' global L2 norm is clipped to it before each step (logged as ``grad_norm``,
+    the norm before clipping).
     ``evaluate(model)`` is read before the first step, every ``evaluate_every`` steps and after the last (on
     rank 0, the model in eval mode without gradients, then back in training mode): it must not draw random
     numbers, so the training is the same with or without it. Its seconds are left out of ``seconds``.
@@ -353,6 +360,8 @@ def pretrain_segmenter(model: CoPartSegmenter, pairs: Iterable[Sequence[torch.Te
                                      f"{ {k: float(v) for k, v in terms.items()} }")
         opt.zero_grad(set_to_none=True)
         terms["total"].backward()
+        if grad_clip is not None:
+            terms["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         opt.step()
         if sched is not None:
             sched.step()

@@ -251,6 +251,25 @@ def test_pretrain_curve_reads_the_model_without_changing_its_training():
     assert all(torch.equal(a, b) for a, b in zip(states[0].values(), states[1].values()))
 
 
+def test_pretrain_grad_clip_logs_the_norm_and_changes_the_steps():
+    g = torch.Generator().manual_seed(0)
+    src = torch.rand(2, 3, 32, 16, generator=g)
+    drv = torch.roll(src, 1, dims=-1)
+    runs = {}
+    for clip in (None, 1e-3):
+        torch.manual_seed(0)
+        model = CoPartSegmenter(num_parts=3, **TINY)
+        if clip is None:                                                  # the first step's gradient norm, by hand
+            model.loss(model(src, drv), src, drv, torch.Generator().manual_seed(0))["total"].backward()
+            norm = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]).norm()
+            model.zero_grad(set_to_none=True)
+        hist = pretrain_segmenter(model, [(src, drv)], steps=3, lr=3e-3, log_every=1, seed=0, grad_clip=clip)["history"]
+        runs[clip] = (hist, [p.detach().clone() for p in model.parameters()])
+    assert "grad_norm" not in runs[None][0][0]
+    assert runs[1e-3][0][0]["grad_norm"] == pytest.approx(float(norm), rel=1e-4)   # logged before clipping
+    assert not all(torch.equal(a, b) for a, b in zip(runs[None][1], runs[1e-3][1]))
+
+
 def test_pretrain_rejects_bad_steps():
     model = CoPartSegmenter(num_parts=2, **TINY)
     with pytest.raises(UserError, match="steps"):
