@@ -29,7 +29,7 @@ def read_run(path: Path) -> dict:
     summary = json.loads((path / "segmentation.json").read_text())
     if not summary.get("curve"):
         raise SystemExit(f"{path / 'segmentation.json'}: no curve (run the stage with quality_every set)")
-    return {"run": str(path), "seed": summary.get("seed"), "params": summary["params"], "curve": summary["curve"],
+    return {"run": path.name, "seed": summary.get("seed"), "params": summary["params"], "curve": summary["curve"],
             "references": {label: {key: summary.get(prefix + key) for key, _ in PANELS}
                            for prefix, label, _ in REFERENCES}}
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     for ax, (key, label) in zip(axes, PANELS):
         for run in runs:
             steps = [point["step"] for point in run["curve"]]
-            ax.plot(steps, [point[key] for point in run["curve"]], marker="o", ms=3, label=Path(run["run"]).name)
+            ax.plot(steps, [point[key] for point in run["curve"]], marker="o", ms=3, label=run["run"])
         for prefix, name, style in REFERENCES:
             value = runs[0]["references"][name][key]
             if value is not None:
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     fig.savefig(args.out, dpi=120)
     write_json(args.out.with_suffix(".json"), {"runs": runs})
 
-    header = ["step"] + [f"{Path(run['run']).name} {key}" for key, _ in PANELS for run in runs]
+    header = ["step"] + [f"{run['run']} {key}" for key, _ in PANELS for run in runs]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for i, point in enumerate(runs[0]["curve"]):
