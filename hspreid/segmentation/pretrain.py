@@ -98,38 +98,39 @@ class FramePairSampler:
     def __iter__(self) -> Iterator[tuple]:
         rng = np.random.default_rng(self.seed)
         moves = np.random.default_rng([self.seed, 1])                  # the augmentation's own stream
+        augment = bool(self.flip or self.shift)
         while True:
             rows = self.pairs[rng.integers(0, len(self.pairs), self.batch_size)].reshape(-1)
+            if augment:                     # one draw per pair, for its two frames and their ground truth
+                flips = moves.random(self.batch_size) < self.flip
+                offsets = moves.integers(-self.shift, self.shift + 1, (self.batch_size, 2))
             images = self.store.read(rows)
-            images = self._augment(images.reshape(self.batch_size, 2, *images.shape[1:]), moves)
+            images = images.reshape(self.batch_size, 2, *images.shape[1:])
+            if augment:
+                images = move_pairs(images, flips, offsets)
             frames = frames_to_tensor(images.reshape(-1, *images.shape[2:]))
             frames = frames.view(self.batch_size, 2, *frames.shape[1:])
             if self.masks is None:
                 yield frames[:, 0], frames[:, 1]
             else:
                 truth = self.store.read(rows, self.truth).reshape(self.batch_size, 2, *frames.shape[-2:])
-                truth = self._augment(truth, moves, replay=True)
+                if augment:
+                    truth = move_pairs(truth, flips, offsets)
                 yield frames[:, 0], frames[:, 1], self.masks(truth[:, 0], truth[:, 1])
 
-    def _augment(self, pairs: np.ndarray, moves: np.random.Generator, replay: bool = False) -> np.ndarray:
-        """Mirror and translate each pair [B, 2, H, W, ...] as one (``replay``: the last draws again, for the
-        pairs' ground truth)."""
-        if not self.flip and not self.shift:
-            return pairs
-        if not replay:
-            self._draw = (moves.random(len(pairs)) < self.flip,
-                          moves.integers(-self.shift, self.shift + 1, (len(pairs), 2)))
-        flips, offsets = self._draw
-        out = pairs.copy()
-        out[flips] = out[flips][:, :, :, ::-1]
-        if self.shift:
-            s = self.shift
-            pad = [(0, 0), (0, 0), (s, s), (s, s)] + [(0, 0)] * (pairs.ndim - 4)
-            padded = np.pad(out, pad, mode="edge")
-            h, w = pairs.shape[2:4]
-            for i, (dy, dx) in enumerate(offsets):
-                out[i] = padded[i, :, s - dy:s - dy + h, s - dx:s - dx + w]
-        return out
+
+def move_pairs(pairs: np.ndarray, flips: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Pairs [B, 2, H, W, ...] with pair i mirrored where ``flips[i]``, then translated by ``offsets[i]`` = (dy,
+    dx) pixels, both of its frames alike (edge pixels repeated) -> a new array of the same shape."""
+    out = pairs.copy()
+    out[flips] = out[flips][:, :, :, ::-1]
+    s = int(np.abs(offsets).max(initial=0))
+    if s:
+        padded = np.pad(out, [(0, 0), (0, 0), (s, s), (s, s)] + [(0, 0)] * (pairs.ndim - 4), mode="edge")
+        h, w = pairs.shape[2:4]
+        for i, (dy, dx) in enumerate(offsets):
+            out[i] = padded[i, :, s - dy:s - dy + h, s - dx:s - dx + w]
+    return out
 
 
 def split_batch(batch: Sequence, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor, Any]:
@@ -335,11 +336,11 @@ def pretrain_segmenter(model: CoPartSegmenter, pairs: Iterable[Sequence[torch.Te
     curve: list[dict[str, Any]] = []
     curve_seconds = 0.0
 
+    reading = evaluate is not None and bool(evaluate_every) and world.main
+
     def read_curve(step: int) -> None:
         nonlocal curve_seconds
-        if evaluate is None or not evaluate_every or not world.main:
-            return
-        if step % evaluate_every and step != steps:
+        if not reading or (step % evaluate_every and step != steps):
             return
         t = time.monotonic()
         model.eval()
