@@ -50,7 +50,8 @@ def _type_name(hint: Any) -> str:
     if origin in (list, tuple):
         return "a list"
     if origin is dict or hint is dict:
-        return "a mapping"
+        args = typing.get_args(hint)
+        return f"a mapping of {_type_name(args[0])} to {_type_name(args[1])}" if args else "a mapping"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(hint, str(hint))
 
 
@@ -83,7 +84,8 @@ def _fits(value: Any, hint: Any) -> bool:
             return all(_fits(v, args[0]) for v in value)
         return len(value) == len(args) and all(_fits(v, h) for v, h in zip(value, args))
     if origin is dict or hint is dict:
-        return isinstance(value, Mapping)
+        return isinstance(value, Mapping) and (not args or all(_fits(k, args[0]) and _fits(v, args[1])
+                                                               for k, v in value.items()))
     return isinstance(value, hint) if isinstance(hint, type) else True
 
 

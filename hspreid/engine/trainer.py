@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from hspreid.data.sampling import IdentityBatchSampler
 from hspreid.distributed import World, data_parallel
+from hspreid.errors import UserError
 from hspreid.io import atomic_file
 from hspreid.losses import Criterion
 from hspreid.models import ReIDModel
@@ -40,6 +41,7 @@ class TrainConfig:
     start_epoch: int = 0       # position in the LR schedule of the first epoch (rounds continue one schedule)
     nproc_per_node: int = 1    # training processes (torchrun, one GPU each; gloo on the CPU); P x K per process
     sync_bn: bool = False      # SyncBatchNorm across the processes (CUDA only); default: each its own batch
+    lr_mult: dict[str, float] = field(default_factory=dict)   # submodule -> lr multiplier; 0 freezes it (param_groups)
 
 
 def lr_factor(epoch: int, cfg: TrainConfig) -> float:
@@ -49,6 +51,39 @@ def lr_factor(epoch: int, cfg: TrainConfig) -> float:
         alpha = epoch / cfg.warmup_epochs
         return decay * (cfg.warmup_factor * (1 - alpha) + alpha)
     return decay
+
+
+def param_groups(model: torch.nn.Module, lr_mult: dict[str, float]) -> tuple[list[dict], list[torch.nn.Module]]:
+    """Adam's parameter groups and the frozen submodules of ``model``.
+
+    ``lr_mult`` maps a submodule's dotted name (e.g. ``segmenter``) to a multiplier of the learning rate; a
+    parameter takes the multiplier of the longest name that contains it, and 1 otherwise. The first group
+    holds the parameters at 1. A multiplier of 0 freezes the submodule: its parameters stop requiring
+    gradients and stay out of the optimizer, and :func:`train` keeps it in eval mode (BatchNorm statistics
+    included). A name whose attribute is ``None`` (a branch the configuration switched off) has no parameters.
+    """
+    frozen: list[torch.nn.Module] = []
+    for name, mult in lr_mult.items():
+        if not isinstance(mult, (int, float)) or mult < 0:
+            raise UserError(f"train.lr_mult.{name}: expected a multiplier >= 0, got {mult!r}")
+        module: Any = model
+        for part in name.split("."):
+            if not hasattr(module, part):
+                children = sorted(n for n, _ in model.named_children())
+                raise UserError(f"train.lr_mult: {type(model).__name__} has no submodule {name!r}; "
+                                f"expected one of {children} (or a dotted path below them)")
+            module = getattr(module, part)
+        if module is not None and mult == 0:
+            frozen.append(module)
+    groups: dict[float, list[torch.nn.Parameter]] = {1.0: []}
+    for pname, param in model.named_parameters():
+        owners = [n for n in lr_mult if pname.startswith(n + ".")]
+        mult = float(lr_mult[max(owners, key=len)]) if owners else 1.0
+        if mult == 0:
+            param.requires_grad_(False)
+        elif param.requires_grad:
+            groups.setdefault(mult, []).append(param)
+    return [{"params": ps, "lr_mult": m} for m, ps in groups.items() if ps or m == 1.0], frozen
 
 
 STACKED = ("part_labels", "parsing", "keypoints")
@@ -83,9 +118,9 @@ def train(model: ReIDModel, dataset: Any, criterion: Criterion, cfg: TrainConfig
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers, collate_fn=_collate,
                         persistent_workers=cfg.num_workers > 0, pin_memory=device.type == "cuda")
     model.to(device)
+    groups, frozen = param_groups(model, cfg.lr_mult)
     net = data_parallel(model, world, device, cfg.sync_bn)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     history: list[dict] = []
@@ -104,9 +139,11 @@ def train(model: ReIDModel, dataset: Any, criterion: Criterion, cfg: TrainConfig
     for epoch in range(start, cfg.epochs):
         t0 = time.monotonic()
         for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * lr_factor(cfg.start_epoch + epoch, cfg)
+            group["lr"] = cfg.lr * group["lr_mult"] * lr_factor(cfg.start_epoch + epoch, cfg)
         sampler.set_epoch(cfg.start_epoch + epoch)
         model.train()
+        for module in frozen:
+            module.eval()
         sums: dict[str, float] = {}
         n = 0
         for it, batch in enumerate(loader):

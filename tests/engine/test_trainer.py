@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from hspreid.data.datasets import AugmentConfig, TrainClips
-from hspreid.engine.trainer import TrainConfig, lr_factor, train
+from hspreid.engine.trainer import TrainConfig, lr_factor, param_groups, train
+from hspreid.errors import UserError
 from hspreid.models import ReIDModel
 from hspreid.runtime import seed_everything
 from hspreid.losses import Criterion
@@ -18,10 +19,10 @@ def test_lr_warmup_then_step_decay():
     assert lr_factor(70, cfg) == pytest.approx(0.01)
 
 
-def _run(tiny_mars, epochs, checkpoint, resume_key="k"):
+def _run(tiny_mars, epochs, checkpoint, resume_key="k", **options):
     seed_everything(0)
     cfg = TrainConfig(epochs=epochs, warmup_epochs=1, milestones=[9], num_ids=3, num_instances=2, num_frames=2,
-                      num_workers=0, log_every=0)
+                      num_workers=0, log_every=0, **options)
     data = TrainClips(tiny_mars["frames"], tiny_mars["index"], cfg.num_frames, AugmentConfig())
     model = build_model({"name": "baseline", "backbone": "resnet18"}, data.num_classes)
     hist = train(model, data, Criterion({"id": {}, "triplet": {}}), cfg, device=torch.device("cpu"), seed=0,
@@ -46,6 +47,34 @@ def test_checkpoint_of_another_configuration_is_ignored(tiny_mars, tmp_path):
     torch.save(state, tmp_path / "c.pt")
     _, hist = _run(tiny_mars, 1, tmp_path / "c.pt", resume_key="new")
     assert len(hist) == 1 and hist[0]["loss"] > 0  # trained again, not "already done"
+
+
+def test_lr_mult_scales_a_submodule_and_zero_freezes_it(tiny_mars, tmp_path):
+    before = {k: v.clone() for k, v in _run(tiny_mars, 0, tmp_path / "init.pt")[0].state_dict().items()}
+    model, _ = _run(tiny_mars, 1, tmp_path / "m.pt", lr_mult={"trunk.4": 0.0, "neck": 0.5})
+    after = model.state_dict()
+    frozen = [k for k in after if k.startswith("trunk.4.")]
+    assert any("running_mean" in k for k in frozen)                       # BatchNorm statistics stay too (eval mode)
+    assert all(torch.equal(before[k], after[k]) for k in frozen)
+    assert not torch.equal(before["trunk.5.0.conv1.weight"], after["trunk.5.0.conv1.weight"])
+    assert not any(p.requires_grad for p in model.trunk[4].parameters())
+    groups = torch.load(tmp_path / "m.pt", weights_only=False)["optimizer"]["param_groups"]
+    cfg = TrainConfig(warmup_epochs=1, milestones=[9])
+    assert [(g["lr_mult"], g["lr"]) for g in groups] == pytest.approx([(1.0, cfg.lr * lr_factor(0, cfg)),
+                                                                       (0.5, cfg.lr * 0.5 * lr_factor(0, cfg))])
+    assert len(groups[1]["params"]) == sum(p.requires_grad for p in model.neck.parameters())
+
+
+def test_lr_mult_names_must_be_submodules():
+    model = torch.nn.Sequential()
+    model.add_module("body", torch.nn.Linear(2, 2))
+    model.switched_off = None                                           # a branch the configuration left out
+    groups, frozen = param_groups(model, {"switched_off": 0.0})
+    assert frozen == [] and [len(g["params"]) for g in groups] == [2]
+    with pytest.raises(UserError, match=r"train.lr_mult: Sequential has no submodule 'head'; expected one of \['body'\]"):
+        param_groups(model, {"head": 0.1})
+    with pytest.raises(UserError, match="train.lr_mult.body: expected a multiplier >= 0"):
+        param_groups(model, {"body": -1.0})
 
 
 class Recorder(ReIDModel):
