@@ -15,8 +15,8 @@ def _iou(quality: dict | None, key: str) -> float | None:
 
 def metrics_table(metrics: list[dict], rows: dict[str, str]) -> pd.DataFrame:
     """One row per metrics.json dict (ordered as ``metrics``), labelled by ``rows[method]``:
-    retrieval metrics in %, and the pseudo labels' and predicted parsing's mean part / foreground IoU
-    in % (last round; empty for methods without part labels). Methods with a pretrained segmenter
+    retrieval metrics in %, and the pseudo labels' and predicted parsing's mean part / foreground /
+    many-to-one IoU in % (last round; empty for methods without part labels). Methods with a pretrained segmenter
     (SS-HSP) add its parts' mean and many-to-one IoU and key-point error (in % of the frame height) beside
     those of K horizontal stripes on the same test frames; columns empty in every row are left out."""
     out = []
@@ -31,6 +31,7 @@ def metrics_table(metrics: list[dict], rows: dict[str, str]) -> pd.DataFrame:
                     "label many-to-one IoU": _iou(last.get("pseudo_label_iou"), "many_to_one_iou"),
                     "parsing part IoU": _iou(m.get("parsing_iou"), "mean_part_iou"),
                     "parsing fg IoU": _iou(m.get("parsing_iou"), "foreground_iou"),
+                    "parsing many-to-one IoU": _iou(m.get("parsing_iou"), "many_to_one_iou"),
                     "segmenter part IoU": _iou(m.get("segmentation"), "mean_part_iou"),
                     "stripes part IoU": _iou(m.get("segmentation"), "stripes_mean_part_iou"),
                     "segmenter many-to-one IoU": _iou(m.get("segmentation"), "many_to_one_iou"),
