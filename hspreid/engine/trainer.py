@@ -138,8 +138,8 @@ def train(model: ReIDModel, dataset: Any, criterion: Criterion, cfg: TrainConfig
         log.info("resuming from %s after epoch %d", checkpoint, start)
     for epoch in range(start, cfg.epochs):
         t0 = time.monotonic()
-        for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * group["lr_mult"] * lr_factor(cfg.start_epoch + epoch, cfg)
+        for group, built in zip(optimizer.param_groups, groups):    # a resumed state keeps its own group keys
+            group["lr"] = cfg.lr * built["lr_mult"] * lr_factor(cfg.start_epoch + epoch, cfg)
         sampler.set_epoch(cfg.start_epoch + epoch)
         model.train()
         for module in frozen:
