@@ -61,10 +61,13 @@ def test_typed_config_checks_every_value_against_its_field_type():
         milestones: list[int] = dataclasses.field(default_factory=lambda: [1, 2])
         mode: Literal["all", "evenly"] = "all"
         path: str | None = None
+        mult: dict[str, float] = dataclasses.field(default_factory=dict)
         inner: Inner = Inner()
 
-    cfg = typed_config(Block, {"epochs": 5, "lr": 1, "area": [0.1, 0.2], "inner": {"lambda": 0.5}}, "train")
+    cfg = typed_config(Block, {"epochs": 5, "lr": 1, "area": [0.1, 0.2], "inner": {"lambda": 0.5},
+                               "mult": {"head": 0}}, "train")
     assert cfg.epochs == 5 and cfg.lr == 1 and cfg.area == [0.1, 0.2] and cfg.inner.lam == 0.5
+    assert cfg.mult == {"head": 0}
     assert block_values(cfg)["inner"] == {"enabled": False, "lambda": 0.5}
     for block, line in [({"epochs": "two"}, "train.epochs: expected an integer, got 'two'"),
                         ({"epochs": True}, "train.epochs: expected an integer, got True"),
@@ -73,6 +76,8 @@ def test_typed_config_checks_every_value_against_its_field_type():
                         ({"milestones": [1, "x"]}, "train.milestones: expected a list, got [1, 'x']"),
                         ({"mode": "every"}, "train.mode: expected 'all' or 'evenly', got 'every'"),
                         ({"path": 3}, "train.path: expected a string or null, got 3"),
+                        ({"mult": {"head": "x"}}, "train.mult: expected a mapping of a string to a number, got"),
+                        ({"mult": [1]}, "train.mult: expected a mapping of a string to a number, got [1]"),
                         ({"inner": {"enabled": "yes"}}, "train.inner.enabled: expected true or false, got 'yes'"),
                         ({"epoch": 3}, "train: unknown key(s) ['epoch'] (did you mean 'epochs'?)")]:
         with pytest.raises(UserError) as err:
