@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             """The test frames' scores of the maps of the scored rows (a point of the training curve)."""
             labels = np.concatenate([block for _, block in segment_store(
                 segmenter, store, scored, batch_size=train["infer_batch_size"], rule=train["labels"])])
-            q = store.segmentation_quality(labels, scored, segmenter.num_parts, subset[scored])
+            q = store.segmentation_quality(labels, scored, segmenter.num_parts, subset[scored], only=("model",))
             model_scores = q.get("test", {}).get("model", {}) if q else {}
             return {key: model_scores.get(key) for key in SUMMARY_SCORES}
 

@@ -42,7 +42,7 @@ import time
 from array import array as int_array
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Collection, Literal
 
 import cv2
 import numpy as np
@@ -423,13 +423,13 @@ class FrameStore:
                 for name in ("masks", "limbs", "keypoints")}
 
     def segmentation_quality(self, labels: np.ndarray, rows: np.ndarray, num_parts: int,
-                             split: np.ndarray | None = None) -> dict | None:
+                             split: np.ndarray | None = None, only: Collection[str] | None = None) -> dict | None:
         """:func:`~hspreid.partmaps.segmentation_quality` of part label maps [n, h, w] of ``rows`` against this
-        store's ground truth (``split``: a name per map, e.g. the rows' subsets); None where the data set has no
-        masks."""
+        store's ground truth (``split``: a name per map, e.g. the rows' subsets; ``only``: the partitions scored);
+        None where the data set has no masks."""
         if self.masks is None:
             return None
-        return segmentation_quality(labels, num_parts=num_parts, split=split, **self.ground_truth(rows))
+        return segmentation_quality(labels, num_parts=num_parts, split=split, only=only, **self.ground_truth(rows))
 
     def label_quality(self, labels: np.ndarray, rows: np.ndarray, num_parts: int,
                       layout_rows: np.ndarray | None = None) -> dict | None:

@@ -7,6 +7,7 @@ model must beat: K horizontal stripes (PCB). :class:`RegionIoU` scores five-regi
 """
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -310,8 +311,8 @@ def label_fit(pred: np.ndarray, labels: np.ndarray, num_parts: int, match: str =
 
 
 def segmentation_quality(labels: np.ndarray, masks: np.ndarray, num_parts: int, *, limbs: np.ndarray | None = None,
-                         keypoints: np.ndarray | None = None,
-                         split: np.ndarray | None = None) -> dict[str, Any]:
+                         keypoints: np.ndarray | None = None, split: np.ndarray | None = None,
+                         only: Collection[str] | None = None) -> dict[str, Any]:
     """Part maps [n, h, w] (0 background, 1..num_parts) against the ground truth of their frames (masks
     [n, H, W] in the five-region code with belongings, and ``limbs`` [n, H, W], the pieces that move rigidly),
     beside the baselines of :func:`partitions`, at the frames' resolution (the maps nearest-upsampled to
@@ -324,7 +325,8 @@ def segmentation_quality(labels: np.ndarray, masks: np.ndarray, num_parts: int, 
     fractions, visibility) every split but "train" also gets ``keypoint_error``: the landmark regression of
     :func:`keypoint_error` fitted on the "train" maps. With "train" maps, the partitions include
     ``mean_layout``: :func:`mean_layout` of their ground truth, the same map for every frame, and every
-    partition gets ``foreground_iou_off_layout``: its foreground IoU on :func:`off_layout_frames`."""
+    partition gets ``foreground_iou_off_layout``: its foreground IoU on :func:`off_layout_frames`. ``only``: score
+    just these partitions (e.g. ``("model",)`` while training; the others' scores do not change with the model)."""
     truth = np.asarray(masks)
     grid = list(np.asarray(labels).shape[1:])
     labels = resize_nearest(labels, truth.shape[1:])                    # scored at the frames' resolution
@@ -338,11 +340,13 @@ def segmentation_quality(labels: np.ndarray, masks: np.ndarray, num_parts: int, 
         classes["mean_layout"] = max(num_parts, int(layout.max(initial=0)))
     if limbs is not None:
         classes["limbs"] = max(num_parts, int(limbs.max(initial=0)))
+    scored = [name for name in maps if only is None or name in only]
 
     def scores(pick: np.ndarray) -> dict[str, Any]:
         out: dict[str, Any] = {"frames": int(pick.sum()), "grid": grid, "scored_at": list(truth.shape[1:])}
         off = off_layout_frames(maps["mean_layout"][pick], truth[pick]) if "mean_layout" in maps else None
-        for name, parts in maps.items():
+        for name in scored:
+            parts = maps[name]
             entry = partition_scores(parts[pick], truth[pick], classes[name])
             entry["many_to_one_iou"] = many_to_one_iou(parts[pick], truth[pick])["mean"]
             if limbs is not None:
@@ -362,9 +366,9 @@ def segmentation_quality(labels: np.ndarray, masks: np.ndarray, num_parts: int, 
             if name == "train":
                 continue
             use = fit | (split == name)
-            for part_name, parts in maps.items():
+            for part_name in scored:
                 result[name][part_name]["keypoint_error"] = keypoint_error(
-                    parts[use], keypoints[use], fit[use], classes[part_name])
+                    maps[part_name][use], keypoints[use], fit[use], classes[part_name])
     return result
 
 

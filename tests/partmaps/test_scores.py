@@ -131,6 +131,8 @@ def test_segmentation_quality_by_split_fits_the_key_points_on_train_and_scores_t
     assert model["mean_part_iou"] == model["many_to_one_iou"] == model["many_to_one_iou_limbs"] == 1.0
     assert model["keypoint_error"] < 0.01 < stripes["keypoint_error"]      # parts follow the person, stripes don't
     assert "keypoint_error" not in q["train"]["model"] and set(q["test"]) >= {"limbs", "stripes_gt_foreground"}
+    only = segmentation_quality(truth, truth, 2, limbs=limbs, keypoints=kp, split=split, only=("model",))
+    assert only["test"]["model"] == model and set(only["test"]) == {"frames", "grid", "scored_at", "model"}
 
 
 def test_label_quality_scores_at_the_frames_resolution_beside_stripes_of_its_own_foreground():
