@@ -16,7 +16,7 @@ from hspreid.errors import UserError
 
 INITS = ("kmeans++", "random", "deterministic")
 FOREGROUND_RULES = ("activation", "centre")
-BORDER_RULES = ("reference", "border_half")
+BORDER_RULES = ("reference", "border_half", "ring_share")
 SPLITS = ("structure", "mean")
 LAYER1_MODES = ("auto", "conv", "kernel")
 GROUPINGS = ("auto", "grouped", "split")
@@ -71,7 +71,7 @@ class CoparseOptions:
     p: Literal[1, 2] = 1               # p-norm of eqs. 2 and 4
     window: int = 3                    # R of eq. 2
     local_diagonals: bool = True
-    rule: Literal["reference", "border_half"] = "reference"     # CPLR's background rule
+    rule: Literal["reference", "border_half", "ring_share"] = "reference"   # CPLR's background rule
     split: Literal["structure", "mean"] | None = None           # CPLR's parts (None: structure for 4, else mean)
     ids_per_batch: int = 16
     layer1: Literal["auto", "conv", "kernel"] = "auto"          # the first conv's exact form

@@ -83,7 +83,7 @@ def person(h=16, w=8, split_upper=False):
     return m
 
 
-@pytest.mark.parametrize("rule", ["reference", "border_half"])
+@pytest.mark.parametrize("rule", ["reference", "border_half", "ring_share"])
 def test_cplr_border_rule_and_height_order(rule):
     lab = np.stack([person(), person()])
     out, info = cplr(lab, 4, rule=rule, return_info=True)
@@ -115,6 +115,26 @@ def test_cplr_reference_rule_uses_rows_0_3_h1_h4_and_side_columns():
     out, info = cplr(lab, 4, return_info=True)
     assert set(info["background_labels"]) == {7, 9}
     assert 8 in info["foreground_labels"] and (out[lab == 8] > 0).all()
+
+
+def test_cplr_ring_share_keeps_the_torso_of_a_coarse_map():
+    """8 x 4 (synth's part grid): the reference's rows 3 and h-4 are the torso's rows, the ring share is not."""
+    lab = np.full((2, 8, 4), 9)
+    lab[:, 1, 1:3] = 3                  # head
+    lab[:, 2:5, 1:3] = 4                # torso: 6 pixels off the ring ...
+    lab[:, 3, [0, 3]] = 4               # ... and the arms on it: share 2/8 < the ring's 20/32
+    lab[:, 5:7, 1:3] = 5                # legs
+    ref = cplr(lab, 4, rule="reference", return_info=True)[1]
+    assert set(ref["background_labels"]) == {4, 9}          # 12 entries of rows {0, 3, 4, 7} > n w / 2 = 4
+    out, info = cplr(lab, 4, rule="ring_share", return_info=True)
+    assert list(info["background_labels"]) == [9] and info["fallbacks"] == []
+    assert np.array_equal(out, np.select([lab == 3, lab == 4, lab == 5], [1, 2, 3], 0))
+    lab[:, 7, :] = 5                    # legs down to the bottom row: 4 of 8 pixels on the ring, still < 5/8
+    assert list(cplr(lab, 4, rule="ring_share", return_info=True)[1]["background_labels"]) == [9]
+    lab[:, 6, [0, 3]] = 5               # and spread to the sides: 6 of 10 on the ring, not > 20/32 either
+    assert 5 not in cplr(lab, 4, rule="ring_share", return_info=True)[1]["background_labels"]
+    lab[:, 4, [0, 3]] = 5               # 8 of 12 > 20/32: a label gathered at the border is background
+    assert 5 in cplr(lab, 4, rule="ring_share", return_info=True)[1]["background_labels"]
 
 
 def test_cplr_no_background_fallback():
