@@ -15,7 +15,10 @@ activation, so the rows differ only in what the foreground pixels are clustered 
 * ``M_g upsampled``: the last stage's maps bilinearly upsampled (directions and norm).
 
 Each is scored by :func:`hspreid.partmaps.label_quality` (mean part IoU, Hungarian-matched, per part: head,
-upper body, lower body, shoes, belongings) beside K - 1 stripes of the labels' own foreground.
+upper body, lower body, shoes, belongings) beside K - 1 stripes of the labels' own foreground. Each runs twice:
+with the foreground of M_g's activation, as the pipeline, and with the true foreground on the grid (a cell is
+the person's when the person covers at least half of it) in its place, which separates the parts from the
+foreground: with the true foreground, do the clustered parts beat stripes of it?
 """
 from __future__ import annotations
 
@@ -63,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
             parts["last"].append(last)
     maps = {k: torch.cat(v) for k, v in parts.items()}
     activation = maps["clustered"].norm(dim=1, keepdim=True)                # M_g's, upsampled (frame_maps)
+    truth = torch.from_numpy(store.read(rows, "masks") > 0).float()[:, None]
+    true_fg = (F.adaptive_avg_pool2d(truth, activation.shape[-2:]) >= 0.5).float() + 0.01   # 2-means splits 1 | 0.01
     unit = lambda x: x / x.norm(dim=1, keepdim=True).clamp(min=1e-12)
     up = F.interpolate(maps["last"], size=activation.shape[-2:], mode="bilinear", align_corners=False)
     options = KMeansOptions(foreground="centre", sharpen=False)
@@ -74,13 +79,17 @@ def main(argv: list[str] | None = None) -> int:
         "M_g upsampled": (up, options),
     }
     results = {}
-    for name, (x, opt) in variants.items():
-        labels = cascaded_part_labels(x.contiguous(), pids, model.num_parts, opt).numpy()
-        q = store.label_quality(labels, rows, model.num_parts)
-        results[name] = {"foreground_iou": q["foreground_iou"], "mean_part_iou": q["mean_part_iou"],
-                         "part_iou": q["part_iou"], "stripes": q["stripes_own_foreground"]["mean_part_iou"]}
-        print(f"{name:22s} fg {q['foreground_iou']:.3f} part {q['mean_part_iou']:.3f} per part {q['part_iou']} "
-              f"| stripes of its foreground {results[name]['stripes']:.3f}", flush=True)
+    for fg_name, magnitude in (("activation", None), ("true foreground", true_fg)):
+        for name, (x, opt) in variants.items():
+            if magnitude is not None:
+                x = unit(x) * magnitude
+            labels = cascaded_part_labels(x.contiguous(), pids, model.num_parts, opt).numpy()
+            q = store.label_quality(labels, rows, model.num_parts)
+            key = f"{name}, {fg_name}"
+            results[key] = {"foreground_iou": q["foreground_iou"], "mean_part_iou": q["mean_part_iou"],
+                            "part_iou": q["part_iou"], "stripes": q["stripes_own_foreground"]["mean_part_iou"]}
+            print(f"{key:40s} fg {q['foreground_iou']:.3f} part {q['mean_part_iou']:.3f} per part {q['part_iou']} "
+                  f"| stripes of its foreground {results[key]['stripes']:.3f}", flush=True)
     emit({"model": str(args.model), "results": results})
     return 0
 
