@@ -12,7 +12,9 @@ activation, so the rows differ only in what the foreground pixels are clustered 
 * ``clustered, spherical``: the same with cosine k-means;
 * ``layer1``: the first stage alone (local colour and texture);
 * ``layer1 + M_g``: both, each L2-normalised, concatenated;
-* ``M_g upsampled``: the last stage's maps bilinearly upsampled (directions and norm).
+* ``M_g upsampled``: the last stage's maps bilinearly upsampled (directions and norm);
+* ``colour``: the frame's RGB averaged over each cell (minus 0.5), the garments' colour alone;
+* ``clustered + colour``: the clustered maps' directions and that colour, concatenated.
 
 Each is scored by :func:`hspreid.partmaps.label_quality` (mean part IoU, Hungarian-matched, per part: head,
 upper body, lower body, shoes, belongings) beside K - 1 stripes of the labels' own foreground. Each runs twice:
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(model, "high_res", None) is None:
         raise SystemExit(f"{args.model}: not an ISP model with part_stride: 4")
     model.eval()
-    parts: dict[str, list] = {"clustered": [], "layer1": [], "last": []}
+    parts: dict[str, list] = {"clustered": [], "layer1": [], "last": [], "frames": []}
     with torch.no_grad():
         for s in range(0, len(rows), 256):
             frames = torch.from_numpy(store.read(rows[s:s + 256])).permute(0, 3, 1, 2)
@@ -64,12 +66,14 @@ def main(argv: list[str] | None = None) -> int:
             parts["clustered"].append(model.clustered_maps(last, fused))
             parts["layer1"].append(model.trunk[:5](model.normalize(frames)))   # conv1 .. layer1 (cheap)
             parts["last"].append(last)
+            parts["frames"].append(frames.float() / 255)
     maps = {k: torch.cat(v) for k, v in parts.items()}
     activation = maps["clustered"].norm(dim=1, keepdim=True)                # M_g's, upsampled (frame_maps)
     truth = torch.from_numpy(store.read(rows, "masks") > 0).float()[:, None]
     true_fg = (F.adaptive_avg_pool2d(truth, activation.shape[-2:]) >= 0.5).float() + 0.01   # 2-means splits 1 | 0.01
     unit = lambda x: x / x.norm(dim=1, keepdim=True).clamp(min=1e-12)
     up = F.interpolate(maps["last"], size=activation.shape[-2:], mode="bilinear", align_corners=False)
+    colour = F.adaptive_avg_pool2d(maps["frames"], activation.shape[-2:]) - 0.5
     options = KMeansOptions(foreground="centre", sharpen=False)
     variants = {
         "clustered": (maps["clustered"], options),
@@ -77,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         "layer1": (unit(maps["layer1"]) * activation, options),
         "layer1 + M_g": (unit(torch.cat([unit(maps["layer1"]), unit(up)], 1)) * activation, options),
         "M_g upsampled": (up, options),
+        "colour": (unit(colour) * activation, options),
+        "clustered + colour": (unit(torch.cat([unit(maps["clustered"]), colour], 1)) * activation, options),
     }
     results = {}
     for fg_name, magnitude in (("activation", None), ("true foreground", true_fg)):
