@@ -12,12 +12,12 @@ background and K-1 parts top to bottom.
   splits into several labels, e.g. one per camera -- L_back only ties images of one camera).
   ``"ring_share"`` (a deviation for maps coarser than the reference's 64 x 32): a label is background
   if a larger share of its pixels lies on the outer ring than the ring's share of the map (it gathers
-  at the border, as a uniformly spread label would not; the labels' shares, weighted by their sizes, average to
-  the ring's, so some label stays foreground unless all shares are equal). The reference's fixed rows {0, 3, h-1, h-4}
-  sit 3 rows in from the border of HRNet's 64-row maps; on the 16 x 8 maps of a ResNet at 256 x 128
-  row 3 is the head, and on an 8 x 4 map rows 3 and 4 are the middle of the person, so the torso's
-  label passes as background (synth_occluded_duke, round-1 labels from one model: foreground IoU 0.31
-  with the reference rule, 0.47 with this one; docs/results.md).
+  at the border, as a uniformly spread label would not; the labels' shares, weighted by their sizes,
+  average to the ring's, so some label stays foreground unless all shares are equal). The reference's
+  fixed rows {0, 3, h-1, h-4} sit 3 rows in from the border of HRNet's 64-row maps; on the 16 x 8 maps
+  of a ResNet at 256 x 128 row 3 is the head, and on an 8 x 4 map rows 3 and 4 are the middle of the
+  person, so the torso's label passes as background (synth_occluded_duke, round-1 labels from one
+  model: foreground IoU 0.31 with the reference rule, 0.47 with this one; docs/results.md).
   Fallbacks (counted): *no_background* -- no label passes: labels by decreasing ring count are
   background until together they hold more than half of the ring pixels; *all_background* --
   every present label passes (the reference crashes): only the label with most ring pixels stays
