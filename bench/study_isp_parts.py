@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     from hspreid.data.frames import FrameStore
     from hspreid.models import load_model
     from hspreid.parsing import KMeansOptions, cascaded_part_labels
+    from hspreid.segmentation.fixed_partitions import partition_masks
 
     torch.set_num_threads(args.threads)
     print(runtime_line("cpu", args.threads))
@@ -69,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             parts["frames"].append(frames.float() / 255)
     maps = {k: torch.cat(v) for k, v in parts.items()}
     activation = maps["clustered"].norm(dim=1, keepdim=True)                # M_g's, upsampled (frame_maps)
-    truth = torch.from_numpy(store.read(rows, "masks") > 0).float()[:, None]
-    true_fg = (F.adaptive_avg_pool2d(truth, activation.shape[-2:]) >= 0.5).float() + 0.01   # 2-means splits 1 | 0.01
+    cover = partition_masks(store.read(rows, "masks") > 0, 1, activation.shape[-2:])[:, 1:]   # person's share per cell
+    true_fg = (cover >= 0.5).float() + 0.01                                 # the 2-means splits 1 | 0.01
     unit = lambda x: x / x.norm(dim=1, keepdim=True).clamp(min=1e-12)
     up = F.interpolate(maps["last"], size=activation.shape[-2:], mode="bilinear", align_corners=False)
     colour = F.adaptive_avg_pool2d(maps["frames"], activation.shape[-2:]) - 0.5

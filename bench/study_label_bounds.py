@@ -34,11 +34,10 @@ TABLE3 = {"head": 0, "legs": 2, "shoes": 3}       # positions in part_iou (head,
 def truth_on_grid(masks, grid: tuple[int, int]):
     """The ground truth [n, H, W] downsampled to ``grid``: each cell's most frequent label (uint8 [n, h, w])."""
     import numpy as np
-    import torch
-    import torch.nn.functional as F
 
-    onehot = F.one_hot(torch.from_numpy(masks).long(), int(masks.max()) + 1).permute(0, 3, 1, 2).float()
-    return F.adaptive_avg_pool2d(onehot, grid).argmax(1).numpy().astype(np.uint8)
+    from hspreid.segmentation.fixed_partitions import partition_masks
+
+    return partition_masks(masks, int(masks.max()), grid).argmax(1).numpy().astype(np.uint8)
 
 
 def row(q: dict) -> dict:

@@ -43,17 +43,17 @@ from .identities import check_parts
 from .options import CoparseOptions
 
 
-def _background(lab: torch.Tensor, L: int, rule: str) -> tuple[np.ndarray, np.ndarray, float]:
-    """Algorithm 1 lines 9-15: (background flags [L] by ``rule``, ring border counts [L], half of
-    the identity's ring pixels)."""
+def _background(lab: torch.Tensor, count: np.ndarray, rule: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """Algorithm 1 lines 9-15, from the labels [n, h, w] and each label's pixel count [L]: (background flags
+    [L] by ``rule``, ring border counts [L], half of the identity's ring pixels)."""
     n, h, w = lab.shape
+    L = len(count)
     ring = torch.from_numpy(border_ring(h, w)).to(lab.device)
     bc = torch.bincount(lab[:, ring].reshape(-1), minlength=L).cpu().numpy()
     half = 0.5 * n * int(ring.sum())
     if rule == "border_half":
         return bc > half, bc, half
     if rule == "ring_share":
-        count = torch.bincount(lab.reshape(-1), minlength=L).cpu().numpy()
         return bc * (h * w) > count * int(ring.sum()), bc, half
     rows = torch.tensor(np.clip([0, 3, h - 1, h - 4], 0, h - 1), device=lab.device)
     tb = torch.bincount(lab.index_select(1, rows).reshape(-1), minlength=L).cpu().numpy()
@@ -90,7 +90,7 @@ def cplr_identity(lab: torch.Tensor, num_parts: int, rule: str, split: str) -> t
     rsum = torch.bincount(flat, weights=rows, minlength=L).cpu().numpy()
     cnt = cnt.cpu().numpy()
     present = cnt > 0
-    bg, bc, half = _background(lab, L, rule)
+    bg, bc, half = _background(lab, cnt, rule)
     bg &= present
     fallbacks = []
     by_border = np.lexsort((np.arange(L), -np.where(present, bc, -1)))   # most border pixels first
